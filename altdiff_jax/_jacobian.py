@@ -1,0 +1,73 @@
+"""One Alt-Diff Jacobian iteration (paper eqs. 5ga–5gd), run beside the ADMM step."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._admm import Iterate, slack_argument
+from ._problem import Constraints
+
+
+class Seeds(NamedTuple):
+    """Derivatives of the problem data with respect to the k carried parameters.
+
+    Attributes:
+        grad: ``(n, k)`` ∂_θ∇f; for a QP, the block of I_n on the columns of q.
+        b: ``(p, k)`` ∂_θb; I_p on the columns of b.
+        h: ``(m, k)`` ∂_θh; I_m on the columns of h.
+    """
+
+    grad: jax.Array
+    b: jax.Array
+    h: jax.Array
+
+
+def parameter_seeds(n: int, p: int, m: int, wrt: tuple[bool, bool, bool], dtype) -> Seeds:
+    """Seeds for the columns of q, b and h, each block present only if carried.
+
+    Args:
+        wrt: whether to carry columns for (q, b, h), in that column order.
+    """
+    sizes = [size if carried else 0 for size, carried in zip((n, p, m), wrt)]
+    k = sum(sizes)
+    blocks, offset = [], 0
+    for rows, size in zip((n, p, m), sizes):
+        block = jnp.zeros((rows, k), dtype)
+        if size:
+            block = block.at[:, offset : offset + size].set(jnp.eye(rows, dtype=dtype))
+        blocks.append(block)
+        offset += size
+    return Seeds(*blocks)
+
+
+def zero_jacobian(z: Iterate, k: int) -> Iterate:
+    """The paper's initial Jacobians: all zero, with k columns."""
+    return Iterate(*(jnp.zeros(v.shape + (k,), v.dtype) for v in z))
+
+
+def jacobian_step(
+    objective,
+    constraints: Constraints,
+    seeds: Seeds,
+    z_old: Iterate,
+    z_new: Iterate,
+    J: Iterate,
+    rho: jax.Array,
+) -> Iterate:
+    """Differentiate the ADMM step ``z_old -> z_new`` (eqs. 5a–5d): ``J -> J⁺``."""
+    A, _, G, _ = constraints
+    # (5ga) J_x⁺ = −H⁻¹ (∂_θ∇f + Aᵀ(J_λ − ρ∂_θb) + Gᵀ(J_ν + ρ(J_s − ∂_θh)))
+    R = A.T @ (J.lam - rho * seeds.b) + G.T @ (J.nu + rho * (J.s - seeds.h))
+    J_x = objective.jacobian_x_update(z_new.x, seeds.grad, R, rho)
+    # (5gb) J_s⁺ = −(1/ρ) D⁺ (J_ν + ρ(G J_x⁺ − ∂_θh)), D⁺ = diag(1[s⁺ > 0]); a weakly
+    # active constraint (argument exactly 0) gets D = 0, i.e. is treated as active.
+    positive = slack_argument(constraints, z_new.x, z_old.nu, rho) > 0
+    J_s = jnp.where(positive[:, None], -(J.nu / rho + G @ J_x - seeds.h), 0.0)
+    # (5gc) J_λ⁺ = J_λ + ρ(A J_x⁺ − ∂_θb)
+    J_lam = J.lam + rho * (A @ J_x - seeds.b)
+    # (5gd) J_ν⁺ = J_ν + ρ(G J_x⁺ + J_s⁺ − ∂_θh)
+    J_nu = J.nu + rho * (G @ J_x + J_s - seeds.h)
+    return Iterate(J_x, J_s, J_lam, J_nu)
