@@ -186,8 +186,8 @@ def jacobians(
         >>> import jax.numpy as jnp
         >>> from altdiff_jax import QP, jacobians
         >>> _, jac = jacobians(QP(P=2 * jnp.eye(2), q=jnp.zeros(2)))
-        >>> jac["q"].round(3).tolist()
-        [[-0.5, 0.0], [0.0, -0.5]]
+        >>> jac["q"].diagonal().round(6).tolist()  # dx*/dq = −P⁻¹
+        [-0.5, -0.5]
     """
     args, options = _prepare(problem, options, init)
     P, q, A, b, G, h, tol, rho, z0 = jax.lax.stop_gradient(args)

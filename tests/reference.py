@@ -127,7 +127,7 @@ def clarabel_solve(P, q, A, b, G, h) -> tuple[Array, Array, Array]:
     return xs, lam, nu
 
 
-def _active_kkt(P, A, G, h, x, active_tol):
+def _active_kkt(P, A, G, h, x, nu, active_tol):
     """Dense KKT matrix restricted to the (weakly) active inequalities.
 
     Returns:
@@ -138,7 +138,9 @@ def _active_kkt(P, A, G, h, x, active_tol):
     p, m = _dims(A, G)
     if m > 0:
         slack = h - G @ x
-        idx = np.flatnonzero(slack <= active_tol * np.maximum(1.0, np.abs(h)))
+        # An interior-point solution leaves active slacks at ~1e-7, so compare the slack
+        # with its multiplier (strict complementarity), and call tiny slacks active.
+        idx = np.flatnonzero((slack <= nu) | (slack <= active_tol * np.maximum(1.0, np.abs(h))))
     else:
         idx = np.zeros(0, dtype=int)
     C = np.zeros((p + idx.size, n))
@@ -164,16 +166,16 @@ def _solve(K: Array, rhs: Array) -> Array:
 def kkt_jacobians(P, q, A, b, G, h, x, lam, nu, active_tol=1e-8) -> dict:
     """Exact Jacobians of x* by implicit differentiation of the active KKT system.
 
-    Active set I = {i : h_i - G_i x <= active_tol * max(1, |h_i|)}; weakly
-    active constraints are treated as active. Differentiating
+    Active set I = {i : h_i - G_i x <= nu_i or h_i - G_i x <= active_tol * max(1, |h_i|)};
+    weakly active constraints are treated as active. Differentiating
     [P x + q + A^T lam + G_I^T nu_I, A x - b, G_I x - h_I] = 0 gives
     K dz = -d(residual) with K = [[P, A^T, G_I^T], [A, 0, 0], [G_I, 0, 0]].
 
     Args:
         P, q, A, b, G, h: problem data (see module docstring); A, b / G, h
             may be None.
-        x: (n,) solution; lam: (p,), nu: (m,) duals (unused, kept for a
-            uniform signature).
+        x: (n,) solution; lam: (p,) (unused), nu: (m,) duals, which pick the
+            active set.
         active_tol: relative slack threshold defining the active set.
 
     Returns:
@@ -184,7 +186,7 @@ def kkt_jacobians(P, q, A, b, G, h, x, lam, nu, active_tol=1e-8) -> dict:
     P = 0.5 * (P + P.T)
     n = P.shape[0]
     p, m = _dims(A, G)
-    K, idx = _active_kkt(P, A, G, h, x, active_tol)
+    K, idx = _active_kkt(P, A, G, h, x, nu, active_tol)
     k = idx.size
     # Right-hand sides -d(residual)/d(theta) for theta = (q, b, h_I).
     rhs = np.zeros((n + p + k, n + p + k))
@@ -221,7 +223,7 @@ def kkt_gradients(P, q, A, b, G, h, x, lam, nu, g, active_tol=1e-8) -> dict:
     P = 0.5 * (P + P.T)
     n = P.shape[0]
     p, m = _dims(A, G)
-    K, idx = _active_kkt(P, A, G, h, x, active_tol)
+    K, idx = _active_kkt(P, A, G, h, x, nu, active_tol)
     rhs = np.zeros(K.shape[0])
     rhs[:n] = -g
     d = _solve(K, rhs)

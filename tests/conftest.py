@@ -1,0 +1,77 @@
+"""Shared fixtures: float64, the paper's problems with their Clarabel/KKT references, and
+jitted functions shared by all tests so that each shape compiles once per session."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+import altdiff_jax as ad  # noqa: E402
+
+from reference import clarabel_solve, kkt_gradients, kkt_jacobians, random_qp  # noqa: E402
+
+TIGHT = ad.Options(tol=1e-11, max_iter=100_000)
+
+# (seed, n, p, m, singular_p): the shapes the suite compiles for.
+PAPER = (0, 120, 30, 60, False)
+SMALL = (1, 12, 3, 8, False)
+NO_EQUALITIES = (2, 12, 0, 8, False)
+NO_INEQUALITIES = (3, 12, 3, 0, False)
+SINGULAR_P = (4, 8, 0, 16, True)
+CASES = {
+    "paper_n120": PAPER,
+    "small": SMALL,
+    "no_equalities": NO_EQUALITIES,
+    "no_inequalities": NO_INEQUALITIES,
+    "singular_P": SINGULAR_P,
+}
+
+
+def to_qp(data: dict, dtype=jnp.float64) -> ad.QP:
+    return ad.QP(**{k: None if v is None else jnp.asarray(v, dtype) for k, v in data.items()})
+
+
+@functools.lru_cache(maxsize=None)
+def case(seed: int, n: int, p: int, m: int, singular_p: bool):
+    """Problem data (NumPy), the QP, and the Clarabel solution (x, lam, nu)."""
+    data = random_qp(seed, n, p, m, singular_p=singular_p)
+    return data, to_qp(data), clarabel_solve(**data)
+
+
+@functools.lru_cache(maxsize=None)
+def reference_gradients(spec: tuple, direction_seed: int = 0):
+    data, _, (x, lam, nu) = case(*spec)
+    g = np.random.default_rng(direction_seed).standard_normal(x.shape)
+    return g, kkt_gradients(**data, x=x, lam=lam, nu=nu, g=g)
+
+
+@functools.lru_cache(maxsize=None)
+def reference_jacobians(spec: tuple):
+    data, _, (x, lam, nu) = case(*spec)
+    return kkt_jacobians(**data, x=x, lam=lam, nu=nu)
+
+
+def linear_loss(problem: ad.QP, g: jax.Array, options: ad.Options):
+    """gᵀx*, with the solve's diagnostics as auxiliary output."""
+    solution = ad.solve(problem, options)
+    return solution.x @ g, solution.info
+
+
+solve_jit = jax.jit(ad.solve)
+value_and_grad_jit = jax.jit(jax.value_and_grad(linear_loss, has_aux=True))
+jacobians_jit = jax.jit(ad.jacobians)
+
+
+def relative_error(actual, expected) -> float:
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-300))
+
+
+def cosine(actual, expected) -> float:
+    actual, expected = np.ravel(actual), np.ravel(expected)
+    return float(actual @ expected / (np.linalg.norm(actual) * np.linalg.norm(expected)))
