@@ -1,0 +1,132 @@
+"""jit, vmap, grad and their compositions; recompilation; float32 and float64."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import CASES, TIGHT, case, linear_loss, relative_error, solve_jit
+
+import altdiff_jax as ad
+
+SPEC = CASES["small"]
+# Share P, A and G; batch q, b and h.
+SHARED_MATRICES = ad.QP(P=None, q=0, A=None, b=0, G=None, h=0)
+ALL_BATCHED = ad.QP(P=0, q=0, A=0, b=0, G=0, h=0)
+
+
+def _batch(in_axes, size=3):
+    """``size`` problems: the shared leaves from SMALL, the batched ones from other seeds."""
+    problems = [case(seed, *SPEC[1:])[1] for seed in range(20, 20 + size)]
+    base = case(*SPEC)[1]
+    leaves = {}
+    for name, axis in in_axes._asdict().items():
+        if axis is None:
+            leaves[name] = getattr(base, name)
+        else:
+            leaves[name] = jnp.stack([getattr(pr, name) for pr in problems])
+    batch = ad.QP(**leaves)
+    singles = [ad.QP(**{k: v if in_axes._asdict()[k] is None else v[i] for k, v in leaves.items()})
+               for i in range(size)]
+    return batch, singles
+
+
+@pytest.mark.parametrize("in_axes", [SHARED_MATRICES, ALL_BATCHED], ids=["shared", "batched"])
+def test_vmap_equals_loop(in_axes):
+    batch, singles = _batch(in_axes)
+    solutions = jax.jit(jax.vmap(ad.solve, in_axes=(in_axes, None)))(batch, TIGHT)
+    for i, single in enumerate(singles):
+        expected = solve_jit(single, TIGHT)
+        for field in ("x", "s", "lam", "nu"):
+            np.testing.assert_allclose(getattr(solutions, field)[i], getattr(expected, field),
+                                       rtol=1e-9, atol=1e-11)
+        # Frozen lanes: each lane stops at its own iteration count.
+        assert int(solutions.info.iterations[i]) == int(expected.info.iterations)
+        assert int(solutions.info.status[i]) == ad.Status.SOLVED
+
+
+def test_vmap_of_grad_equals_loop_of_grads():
+    batch, singles = _batch(SHARED_MATRICES)
+    g = jnp.linspace(-1.0, 1.0, SPEC[1])
+    grad_fn = jax.grad(lambda pr: linear_loss(pr, g, TIGHT)[0])
+    batched = jax.jit(jax.vmap(grad_fn, in_axes=(SHARED_MATRICES,)))(batch)
+    for i, single in enumerate(singles):
+        expected = jax.jit(grad_fn)(single)
+        for leaf in "PqAbGh":
+            assert relative_error(getattr(batched, leaf)[i], getattr(expected, leaf)) <= 1e-8
+
+
+def test_grad_of_vmapped_loss_sums_over_shared_leaves():
+    batch, singles = _batch(SHARED_MATRICES)
+    g = jnp.linspace(-1.0, 1.0, SPEC[1])
+
+    def batch_loss(pr):
+        xs = jax.vmap(lambda p: ad.solve(p, TIGHT).x, in_axes=(SHARED_MATRICES,))(pr)
+        return jnp.sum(xs @ g)
+
+    grads = jax.jit(jax.grad(batch_loss))(batch)
+    single_grads = [jax.grad(lambda pr: linear_loss(pr, g, TIGHT)[0])(s) for s in singles]
+    for leaf in "PAG":  # shared: gradients add up over the batch
+        expected = sum(getattr(sg, leaf) for sg in single_grads)
+        assert relative_error(getattr(grads, leaf), expected) <= 1e-8
+    for leaf in "qbh":  # batched: one gradient per problem
+        expected = jnp.stack([getattr(sg, leaf) for sg in single_grads])
+        assert relative_error(getattr(grads, leaf), expected) <= 1e-8
+
+
+def test_frozen_lane_keeps_its_result_while_a_slow_lane_runs():
+    """A lane that stops early is frozen: same iterate and count as when solved alone."""
+    problem = case(*SPEC)[1]
+    easy, hard = problem, problem._replace(P=1e-2 * problem.P)  # badly scaled for ρ = 1
+    options = ad.Options(tol=1e-8, max_iter=100_000)
+    batch = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), easy, hard)
+    solutions = jax.vmap(ad.solve, in_axes=(0, None))(batch, options)
+    easy_alone, hard_alone = (solve_jit(pr, options) for pr in (easy, hard))
+    assert 10 * int(easy_alone.info.iterations) < int(hard_alone.info.iterations)
+    assert int(solutions.info.iterations[0]) == int(easy_alone.info.iterations)
+    np.testing.assert_allclose(solutions.x[0], easy_alone.x, rtol=1e-12, atol=1e-14)
+    # The slow lane itself only agrees up to round-off of the batched arithmetic.
+    assert abs(int(solutions.info.iterations[1]) - int(hard_alone.info.iterations)) <= 0.01 * int(
+        hard_alone.info.iterations
+    )
+    assert relative_error(solutions.x[1], hard_alone.x) <= 1e-6
+
+
+def test_no_recompilation_for_new_data_or_new_numeric_options():
+    traces = []
+
+    @jax.jit
+    def solve_counted(problem, options):
+        traces.append(1)
+        return ad.solve(problem, options)
+
+    for seed, rho, tol in [(30, 1.0, 1e-8), (31, 2.0, 1e-6), (32, 0.5, 1e-7)]:
+        problem = case(seed, *SPEC[1:])[1]
+        solution = solve_counted(problem, ad.Options(tol=tol, rho=rho))
+        assert int(solution.info.status) == ad.Status.SOLVED
+    assert len(traces) == 1
+
+
+def test_no_retrace_under_grad():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def grad_q(problem):
+        return jax.grad(lambda q: ad.solve(problem._replace(q=q)).x.sum())(problem.q)
+
+    for seed in (33, 34):
+        grad_q(case(seed, *SPEC[1:])[1])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_dtype_in_equals_dtype_out(dtype):
+    data, _, (x_ref, _, _) = case(*SPEC)
+    problem = ad.QP(**{k: jnp.asarray(v, dtype) for k, v in data.items()})
+    solution = jax.jit(ad.solve)(problem)  # default options: tol depends on the dtype
+    assert int(solution.info.status) == ad.Status.SOLVED
+    for leaf in jax.tree_util.tree_leaves(solution[:4]) + [solution.info.primal_residual]:
+        assert leaf.dtype == dtype
+    assert relative_error(solution.x, x_ref) <= (1e-3 if dtype == jnp.float32 else 1e-5)
+    grads = jax.grad(lambda pr: ad.solve(pr).x.sum())(problem)
+    for leaf in "PqAbGh":
+        assert getattr(grads, leaf).dtype == dtype
+        assert np.isfinite(getattr(grads, leaf)).all()
