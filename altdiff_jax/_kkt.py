@@ -18,7 +18,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ._problem import QP, Constraints
+from ._problem import Constraints
 
 
 def _kkt_system(
@@ -122,33 +122,3 @@ def kkt_vjp(
     w = jnp.linalg.solve(K, rhs)  # K is symmetric: its transpose solve is itself
     w_x, w_lam, w_nu = jnp.split(w, [n, n + p])
     return -w_x, w_lam, active * w_nu + inactive_s_bar
-
-
-def data_gradients(
-    x: jax.Array,
-    lam: jax.Array,
-    nu: jax.Array,
-    q_bar: jax.Array,
-    b_bar: jax.Array,
-    h_bar: jax.Array,
-) -> QP:
-    """All six data gradients from the three cotangents (math note §5).
-
-    P, A and G enter the KKT conditions only as ``dq = dP x + dAᵀλ + dGᵀν``,
-    ``db = −dA x`` and ``dh = −dG x``, hence the outer products below.
-
-    Args:
-        x: ``(n,)`` solution; lam: ``(p,)``; nu: ``(m,)`` multipliers.
-        q_bar, b_bar, h_bar: ``(n,)``, ``(p,)``, ``(m,)`` from :func:`kkt_vjp`.
-
-    Returns:
-        :class:`QP` of gradients, shaped like the data (``P`` symmetric).
-    """
-    return QP(
-        P=0.5 * (jnp.outer(q_bar, x) + jnp.outer(x, q_bar)),
-        q=q_bar,
-        A=jnp.outer(lam, q_bar) - jnp.outer(b_bar, x),
-        b=b_bar,
-        G=jnp.outer(nu, q_bar) - jnp.outer(h_bar, x),
-        h=h_bar,
-    )

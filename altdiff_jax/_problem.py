@@ -100,3 +100,28 @@ def _constraint_block(matrix, rhs, names, n, dtype, p_shape):
         rhs_name, rhs, (matrix.shape[0],), f"one entry per row of QP.{matrix_name} of shape {matrix.shape}"
     )
     return matrix, rhs
+
+
+def data_gradients(x, lam, nu, q_bar, b_bar, h_bar) -> QP:
+    """All six data gradients from the cotangents of q, b and h (math note §5).
+
+    P, A and G enter the KKT conditions only as ``dq = dP x + dAᵀλ + dGᵀν``,
+    ``db = −dA x`` and ``dh = −dG x``, for every output (x, s, λ, ν), hence the outer
+    products below. A cotangent given as None (not computed) gives None for every
+    gradient that needs it.
+
+    Args:
+        x: ``(n,)`` solution; lam: ``(p,)``; nu: ``(m,)`` multipliers.
+        q_bar, b_bar, h_bar: ``(n,)``, ``(p,)``, ``(m,)`` cotangents, or None.
+
+    Returns:
+        :class:`QP` of gradients shaped like the data (``P`` symmetric).
+    """
+    P_bar = A_bar = G_bar = None
+    if q_bar is not None:
+        P_bar = 0.5 * (jnp.outer(q_bar, x) + jnp.outer(x, q_bar))
+        if b_bar is not None:
+            A_bar = jnp.outer(lam, q_bar) - jnp.outer(b_bar, x)
+        if h_bar is not None:
+            G_bar = jnp.outer(nu, q_bar) - jnp.outer(h_bar, x)
+    return QP(P_bar, q_bar, A_bar, b_bar, G_bar, h_bar)

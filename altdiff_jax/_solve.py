@@ -14,7 +14,7 @@ from ._driver import run
 from ._jacobian import parameter_seeds
 from ._objective import QuadraticObjective
 from ._options import Options
-from ._problem import QP, Constraints, validate_qp
+from ._problem import QP, Constraints, data_gradients, validate_qp
 from ._solution import Solution
 
 
@@ -40,11 +40,10 @@ def _forward(max_iter, P, q, A, b, G, h, tol, rho, init, wrt):
     return Solution(z.x, z.s, z.lam, z.nu, info), J
 
 
-def _split_columns(J: Iterate, sizes: tuple[int, int, int]) -> tuple[Optional[Iterate], ...]:
-    """Split the carried columns into the blocks of q, b and h (None if not carried)."""
+def _split_columns(J: Iterate, sizes) -> tuple[Iterate, ...]:
+    """Split the carried columns into the blocks of q, b and h, of the given widths."""
     blocks, offset = [], 0
-    for size, carried in zip(sizes, (True, True, True)):
-        del carried
+    for size in sizes:
         blocks.append(Iterate(*(block[:, offset : offset + size] for block in J)))
         offset += size
     return tuple(blocks)
@@ -88,15 +87,8 @@ def _solve_qp_bwd(max_iter, residuals, cotangent: Solution):
                 total = total + block.T @ g
         return total
 
-    q_bar, b_bar, h_bar = (pull_back(block) for block in blocks)
-    P_bar = A_bar = G_bar = None
-    if q_bar is not None:
-        P_bar = 0.5 * (jnp.outer(q_bar, x) + jnp.outer(x, q_bar))
-        if b_bar is not None:
-            A_bar = jnp.outer(lam, q_bar) - jnp.outer(b_bar, x)
-        if h_bar is not None:
-            G_bar = jnp.outer(nu, q_bar) - jnp.outer(h_bar, x)
-    return P_bar, q_bar, A_bar, b_bar, G_bar, h_bar, None, None, None
+    grads = data_gradients(x, lam, nu, *(pull_back(block) for block in blocks))
+    return (*grads, None, None, None)
 
 
 _solve_qp.defvjp(_solve_qp_fwd, _solve_qp_bwd, symbolic_zeros=True)

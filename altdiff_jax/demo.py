@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 import altdiff_jax
-from altdiff_jax._kkt import data_gradients, kkt_vjp
-from altdiff_jax._problem import validate_qp
+from altdiff_jax._kkt import kkt_vjp
+from altdiff_jax._problem import data_gradients, validate_qp
 
 
 def random_qp(key: jax.Array, n: int, p: int, m: int) -> altdiff_jax.QP:

@@ -8,8 +8,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from altdiff_jax._kkt import data_gradients, kkt_jacobians, kkt_vjp  # noqa: E402
-from altdiff_jax._problem import Constraints  # noqa: E402
+from altdiff_jax._kkt import kkt_jacobians, kkt_vjp  # noqa: E402
+from altdiff_jax._problem import Constraints, data_gradients  # noqa: E402
 
 try:  # tests/ on sys.path (no tests/__init__.py)
     import reference
