@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._admm import Iterate, slack_argument
+from ._admm import Iterate, relaxed_Gx, slack_argument
 from ._problem import Constraints
 
 
@@ -55,19 +55,27 @@ def jacobian_step(
     z_old: Iterate,
     z_new: Iterate,
     J: Iterate,
-    rho: jax.Array,
+    rho,
+    alpha,
 ) -> Iterate:
-    """Differentiate the ADMM step ``z_old -> z_new`` (eqs. 5a–5d): ``J -> J⁺``."""
+    """Differentiate the ADMM step ``z_old -> z_new`` (eqs. 5a–5d with relaxation α): ``J -> J⁺``.
+
+    ρ is held constant within the step (an adaptive ρ changes the transient, not the
+    fixed point, which is the differentiated KKT system: math note §4).
+    """
     A, _, G, _ = constraints
     # (5ga) J_x⁺ = −H⁻¹ (∂_θ∇f + Aᵀ(J_λ − ρ∂_θb) + Gᵀ(J_ν + ρ(J_s − ∂_θh)))
     R = A.T @ (J.lam - rho * seeds.b) + G.T @ (J.nu + rho * (J.s - seeds.h))
     J_x = objective.jacobian_x_update(z_new.x, seeds.grad, R, rho)
-    # (5gb) J_s⁺ = −(1/ρ) D⁺ (J_ν + ρ(G J_x⁺ − ∂_θh)), D⁺ = diag(1[s⁺ > 0]); a weakly
-    # active constraint (argument exactly 0) gets D = 0, i.e. is treated as active.
-    positive = slack_argument(constraints, z_new.x, z_old.nu, rho) > 0
-    J_s = jnp.where(positive[:, None], -(J.nu / rho + G @ J_x - seeds.h), 0.0)
-    # (5gc) J_λ⁺ = J_λ + ρ(A J_x⁺ − ∂_θb)
-    J_lam = J.lam + rho * (A @ J_x - seeds.b)
-    # (5gd) J_ν⁺ = J_ν + ρ(G J_x⁺ + J_s⁺ − ∂_θh)
-    J_nu = J.nu + rho * (G @ J_x + J_s - seeds.h)
+    # Relaxation: ∂(Gx̂) = α G J_x⁺ + (1 − α)(∂_θh − J_s)
+    J_Gx_hat = alpha * (G @ J_x) + (1.0 - alpha) * (seeds.h - J.s)
+    # (5gb) J_s⁺ = D⁺ (−J_ν/ρ − ∂(Gx̂) + ∂_θh), D⁺ = diag(1[s⁺ > 0]); a weakly active
+    # constraint (argument exactly 0) gets D = 0, i.e. is treated as active.
+    Gx_hat = relaxed_Gx(constraints, G @ z_new.x, z_old.s, alpha)
+    positive = slack_argument(constraints, Gx_hat, z_old.nu, rho) > 0
+    J_s = jnp.where(positive[:, None], -J.nu / rho - J_Gx_hat + seeds.h, 0.0)
+    # (5gc) J_λ⁺ = J_λ + ρα(A J_x⁺ − ∂_θb)
+    J_lam = J.lam + rho * alpha * (A @ J_x - seeds.b)
+    # (5gd) J_ν⁺ = J_ν + ρ(∂(Gx̂) + J_s⁺ − ∂_θh)
+    J_nu = J.nu + rho * (J_Gx_hat + J_s - seeds.h)
     return Iterate(J_x, J_s, J_lam, J_nu)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 _DEFAULT_TOL = {jnp.dtype("float64"): 1e-6, jnp.dtype("float32"): 1e-4}
+_NUMERIC = ("tol", "rho", "alpha", "infeasibility_tol")
+
+
+class Numerics(NamedTuple):
+    """The traced settings of one solve, as scalars of the problem's dtype."""
+
+    tol: jax.Array
+    rho: jax.Array
+    alpha: jax.Array
+    infeasibility_tol: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,9 +26,12 @@ class Options:
     """Settings of the ADMM solve and its Alt-Diff differentiation.
 
     ``Options`` is hashable, so it can be closed over by a jitted function. It is
-    also a pytree whose numeric fields (``tol``, ``rho``) are leaves: pass it as an
-    argument of a jitted function and new values of those fields reuse the compiled
-    code. ``max_iter`` is static (it is part of the compiled loop's cache key).
+    also a pytree whose numeric fields (``tol``, ``rho``, ``alpha``,
+    ``infeasibility_tol``) are leaves: pass it as an argument of a jitted function and
+    new values of those fields reuse the compiled code. The other fields are static.
+
+    The defaults are an OSQP-like engine. The paper's configuration is
+    ``Options(rho=1.0, alpha=1.0, adaptive_rho=False, scaling_iterations=0)``.
 
     Attributes:
         tol: absolute and relative tolerance of the OSQP-style stopping rule
@@ -27,25 +40,47 @@ class Options:
             the Jacobians. ``None`` means 1e-6 in float64 and 1e-4 in float32.
             A loose tolerance truncates both the solve and its derivative.
         max_iter: iteration cap; a solve that reaches it reports ``Status.MAX_ITER``.
-        rho: ADMM penalty ρ > 0 (paper eq. 4).
+        rho: initial ADMM penalty ρ > 0 (paper eq. 4), in the equilibrated problem.
+        alpha: over-relaxation α in (0, 2); 1 is the paper's plain iteration.
+        adaptive_rho: rebalance ρ from the ratio of primal to dual residuals, per problem.
+        adaptive_rho_interval: iterations between two updates of ρ.
+        scaling_iterations: Ruiz equilibration passes over the data (0: none).
+        infeasibility_tol: tolerance of the infeasibility certificates.
     """
 
     tol: Any = None
     max_iter: int = 10_000
-    rho: Any = 1.0
+    rho: Any = 0.1
+    alpha: Any = 1.6
+    adaptive_rho: bool = True
+    adaptive_rho_interval: int = 10
+    scaling_iterations: int = 10
+    infeasibility_tol: Any = 1e-5
 
     def __post_init__(self) -> None:
-        if isinstance(self.tol, (int, float)) and not self.tol > 0:
-            raise ValueError(f"Options.tol must be > 0, got {self.tol}")
-        if isinstance(self.rho, (int, float)) and not self.rho > 0:
-            raise ValueError(f"Options.rho must be > 0, got {self.rho}")
-        if not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise ValueError(f"Options.max_iter must be an int >= 1, got {self.max_iter!r}")
+        for name in ("tol", "rho", "infeasibility_tol"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not value > 0:
+                raise ValueError(f"Options.{name} must be > 0, got {value}")
+        if isinstance(self.alpha, (int, float)) and not 0 < self.alpha < 2:
+            raise ValueError(f"Options.alpha must be in (0, 2), got {self.alpha}")
+        for name, least in (("max_iter", 1), ("adaptive_rho_interval", 1), ("scaling_iterations", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"Options.{name} must be an int >= {least}, got {value!r}")
 
-    def numerics(self, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
-        """The traced numeric settings ``(tol, rho)`` as scalars of ``dtype``."""
+    def numerics(self, dtype) -> Numerics:
+        """The traced settings as scalars of ``dtype``; ``tol=None`` resolved by dtype."""
         tol = _DEFAULT_TOL[jnp.dtype(dtype)] if self.tol is None else self.tol
-        return jnp.asarray(tol, dtype), jnp.asarray(self.rho, dtype)
+        return Numerics(*(jnp.asarray(v, dtype) for v in (tol, self.rho, self.alpha, self.infeasibility_tol)))
+
+    def structure(self) -> tuple:
+        """The static settings, hashable: part of the compiled loop's identity."""
+        return (self.max_iter, self.adaptive_rho, self.adaptive_rho_interval, self.scaling_iterations)
 
 
-jax.tree_util.register_dataclass(Options, data_fields=["tol", "rho"], meta_fields=["max_iter"])
+jax.tree_util.register_dataclass(
+    Options,
+    data_fields=list(_NUMERIC),
+    meta_fields=["max_iter", "adaptive_rho", "adaptive_rho_interval", "scaling_iterations"],
+)

@@ -20,6 +20,10 @@ class Status(enum.IntEnum):
     """``Options.max_iter`` iterations ran without reaching the tolerance."""
     NONFINITE = 2
     """An iterate became NaN or infinite: non-finite data, or an ill-posed x-update."""
+    PRIMAL_INFEASIBLE = 3
+    """A Farkas certificate shows that no x satisfies Ax = b, Gx <= h."""
+    DUAL_INFEASIBLE = 4
+    """A direction of unbounded descent exists: the problem is unbounded below."""
 
     @property
     def message(self) -> str:
@@ -34,6 +38,8 @@ _MESSAGES = {
         "an iterate became non-finite: check the data for NaN/inf, and that "
         "P + AᵀA + GᵀG is positive definite"
     ),
+    Status.PRIMAL_INFEASIBLE: "the constraints have no feasible point (certificate found)",
+    Status.DUAL_INFEASIBLE: "the objective is unbounded below on the feasible set",
 }
 
 
@@ -45,6 +51,7 @@ class Info(NamedTuple):
         iterations: int32 ``()``, ADMM iterations run.
         primal_residual: ``()``, ``max(‖Ax − b‖∞, ‖Gx + s − h‖∞)`` at the returned point.
         dual_residual: ``()``, ``‖∇f(x) + Aᵀλ + Gᵀν‖∞`` at the returned point.
+        rho: ``()``, the penalty ρ at the last iteration (it adapts per problem).
         jacobian_change: ``()``, ``‖J_k − J_{k−1}‖∞`` of the carried Jacobians at the
             last iteration; 0 when no Jacobian was carried (a plain forward solve).
     """
@@ -53,6 +60,7 @@ class Info(NamedTuple):
     iterations: jax.Array
     primal_residual: jax.Array
     dual_residual: jax.Array
+    rho: jax.Array
     jacobian_change: jax.Array
 
 

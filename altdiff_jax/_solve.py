@@ -15,7 +15,8 @@ from ._jacobian import parameter_seeds
 from ._objective import QuadraticObjective
 from ._options import Options
 from ._problem import QP, Constraints, data_gradients, validate_qp
-from ._solution import Solution
+from ._scaling import ruiz_equilibrate
+from ._solution import Solution, Status
 
 
 def _initial_iterate(init: Optional[Solution], n: int, p: int, m: int, dtype) -> Iterate:
@@ -30,13 +31,17 @@ def _initial_iterate(init: Optional[Solution], n: int, p: int, m: int, dtype) ->
     return Iterate(*values)
 
 
-def _forward(max_iter, P, q, A, b, G, h, tol, rho, init, wrt):
-    """Factor H once, run the loop; carry Jacobian columns for the parameters in ``wrt``."""
-    constraints = Constraints(A, b, G, h)
-    objective = QuadraticObjective.factor(P, q, constraints, rho)
+def _forward(structure, P, q, A, b, G, h, numerics, init, wrt):
+    """Equilibrate, factor once, run the loop, and map the result back to the user's
+    scaling; carry Jacobian columns for the parameters in ``wrt`` = (q, b, h)."""
+    P = 0.5 * (P + P.T)
+    P_s, q_s, constraints, scaling = ruiz_equilibrate(P, q, Constraints(A, b, G, h), structure[3])
+    objective = QuadraticObjective.factor(P_s, q_s, constraints)
     (n,), (p,), (m,) = q.shape, b.shape, h.shape
-    seeds = parameter_seeds(n, p, m, wrt, q.dtype) if any(wrt) else None
-    z, J, info = run(objective, constraints, init, seeds, tol, rho, max_iter)
+    seeds = scaling.scale_seeds(parameter_seeds(n, p, m, wrt, q.dtype)) if any(wrt) else None
+    z, J, info = run(objective, constraints, scaling, scaling.scale(init), seeds, numerics, structure)
+    z = scaling.unscale(z)
+    J = None if J is None else scaling.unscale(J)
     return Solution(z.x, z.s, z.lam, z.nu, info), J
 
 
@@ -50,31 +55,37 @@ def _split_columns(J: Iterate, sizes) -> tuple[Iterate, ...]:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _solve_qp(max_iter, P, q, A, b, G, h, tol, rho, init):
-    solution, _ = _forward(max_iter, P, q, A, b, G, h, tol, rho, init, (False, False, False))
+def _solve_qp(structure, P, q, A, b, G, h, numerics, init):
+    solution, _ = _forward(structure, P, q, A, b, G, h, numerics, init, (False, False, False))
     return solution
 
 
-def _solve_qp_fwd(max_iter, P, q, A, b, G, h, tol, rho, init):
+def _solve_qp_fwd(structure, P, q, A, b, G, h, numerics, init):
     perturbed = {name: leaf.perturbed for name, leaf in zip("PqAbGh", (P, q, A, b, G, h))}
-    P, q, A, b, G, h, tol, rho = (leaf.value for leaf in (P, q, A, b, G, h, tol, rho))
-    init = jax.tree_util.tree_map(lambda leaf: leaf.value, init)
+    P, q, A, b, G, h = (leaf.value for leaf in (P, q, A, b, G, h))
+    numerics, init = jax.tree_util.tree_map(lambda leaf: leaf.value, (numerics, init))
     # Gradients for P, A and G come from those for q, b and h (math note §5).
     wrt = (
         perturbed["P"] or perturbed["q"] or perturbed["A"] or perturbed["G"],
         perturbed["b"] or perturbed["A"],
         perturbed["h"] or perturbed["G"],
     )
-    solution, J = _forward(max_iter, P, q, A, b, G, h, tol, rho, init, wrt)
+    solution, J = _forward(structure, P, q, A, b, G, h, numerics, init, wrt)
     sizes = [size if carried else 0 for size, carried in zip((q.size, b.size, h.size), wrt)]
     blocks = _split_columns(J, sizes)
     blocks = tuple(block if carried else None for block, carried in zip(blocks, wrt))
-    return solution, (solution.x, solution.lam, solution.nu, blocks)
+    return solution, (solution, blocks)
 
 
-def _solve_qp_bwd(max_iter, residuals, cotangent: Solution):
-    del max_iter
-    x, lam, nu, blocks = residuals
+def _solve_qp_bwd(structure, residuals, cotangent: Solution):
+    """Jᵀ times the cotangent. A solve that failed (infeasible, unbounded, non-finite)
+    has no derivative: its gradient is zero, so it cannot poison the rest of a batch.
+    A ``MAX_ITER`` solve gives the truncated Alt-Diff gradient of its last iterate."""
+    del structure
+    solution, blocks = residuals
+    usable = (solution.info.status == Status.SOLVED) | (solution.info.status == Status.MAX_ITER)
+    usable = usable & jnp.all(jnp.isfinite(solution.x))
+    x, lam, nu = (jnp.where(usable, v, 0.0) for v in (solution.x, solution.lam, solution.nu))
     outputs = (cotangent.x, cotangent.s, cotangent.lam, cotangent.nu)
 
     def pull_back(J: Optional[Iterate]):
@@ -85,10 +96,10 @@ def _solve_qp_bwd(max_iter, residuals, cotangent: Solution):
         for block, g in zip(J, outputs):
             if not isinstance(g, SymbolicZero):
                 total = total + block.T @ g
-        return total
+        return jnp.where(usable & jnp.all(jnp.isfinite(total)), total, 0.0)
 
     grads = data_gradients(x, lam, nu, *(pull_back(block) for block in blocks))
-    return (*grads, None, None, None)
+    return (*grads, None, None)
 
 
 _solve_qp.defvjp(_solve_qp_fwd, _solve_qp_bwd, symbolic_zeros=True)
@@ -99,10 +110,9 @@ def _prepare(problem: QP, options: Optional[Options], init: Optional[Solution]):
     options = Options() if options is None else options
     if not isinstance(options, Options):
         raise ValueError(f"options must be an altdiff_jax.Options, got {type(options).__name__}")
-    tol, rho = options.numerics(P.dtype)
     (n,), (p,), (m,) = q.shape, constraints.b.shape, constraints.h.shape
     z0 = _initial_iterate(init, n, p, m, P.dtype)
-    return (P, q, *constraints, tol, rho, z0), options
+    return (P, q, *constraints, options.numerics(P.dtype), z0), options
 
 
 def solve(problem: QP, options: Optional[Options] = None, init: Optional[Solution] = None) -> Solution:
@@ -144,7 +154,7 @@ def solve(problem: QP, options: Optional[Options] = None, init: Optional[Solutio
     """
     args, options = _prepare(problem, options, init)
     try:
-        return _solve_qp(options.max_iter, *args)
+        return _solve_qp(options.structure(), *args)
     except TypeError as error:
         if "forward-mode" in str(error) or "jvp" in str(error):
             raise TypeError(
@@ -182,7 +192,7 @@ def jacobians(
         [-0.5, -0.5]
     """
     args, options = _prepare(problem, options, init)
-    P, q, A, b, G, h, tol, rho, z0 = jax.lax.stop_gradient(args)
-    solution, J = _forward(options.max_iter, P, q, A, b, G, h, tol, rho, z0, (True, True, True))
+    P, q, A, b, G, h, numerics, z0 = jax.lax.stop_gradient(args)
+    solution, J = _forward(options.structure(), P, q, A, b, G, h, numerics, z0, (True, True, True))
     J_q, J_b, J_h = _split_columns(J, (q.size, b.size, h.size))
     return solution, {"q": J_q.x, "b": J_b.x, "h": J_h.x}
