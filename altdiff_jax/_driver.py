@@ -63,7 +63,8 @@ def run(
     Everything runs on the equilibrated problem; residuals, certificates and the
     Jacobian change are measured in the user's scaling. Stops, per problem, when
     primal residual <= tol (1 + primal scale), dual residual <= tol (1 + dual scale)
-    and, when Jacobians are carried, their last change <= tol (1 + ‖J‖∞); or on a
+    and, when Jacobians are carried, the last change of each of J_x, J_s, J_λ, J_ν
+    <= tol (1 + its ‖·‖∞); or on a
     non-finite iterate; or on an infeasibility certificate; or at ``max_iter``.
     Under ``vmap`` a stopped lane is frozen: JAX selects its old carry while the
     slower lanes run.
@@ -92,10 +93,14 @@ def run(
             J = None
         else:
             J = jacobian_step(objective, constraints, seeds, state.z, z, state.J, rho, alpha)
+            # Each block (J_x, J_s, J_λ, J_ν) is judged on its own scale: the duals'
+            # Jacobians can be orders of magnitude larger than the primal's.
             unscaled_new, unscaled_old = scaling.unscale(J), scaling.unscale(state.J)
-            change = jnp.max(jnp.stack([inf_norm(a - b) for a, b in zip(unscaled_new, unscaled_old)]))
-            size = jnp.max(jnp.stack([inf_norm(block) for block in unscaled_new]))
-            converged = converged & (change <= tol * (1 + size))
+            change = jnp.max(jnp.stack([
+                inf_norm(new - old) / (1 + inf_norm(new))
+                for new, old in zip(unscaled_new, unscaled_old)
+            ]))
+            converged = converged & (change <= tol)
             finite = finite & _all_finite(J)
         infeasible_primal = primal_infeasible(
             constraints, z.lam - state.z.lam, z.nu - state.z.nu, scaling, infeasibility_tol

@@ -52,8 +52,9 @@ class Info(NamedTuple):
         primal_residual: ``()``, ``max(‖Ax − b‖∞, ‖Gx + s − h‖∞)`` at the returned point.
         dual_residual: ``()``, ``‖∇f(x) + Aᵀλ + Gᵀν‖∞`` at the returned point.
         rho: ``()``, the penalty ρ at the last iteration (it adapts per problem).
-        jacobian_change: ``()``, ``‖J_k − J_{k−1}‖∞`` of the carried Jacobians at the
-            last iteration; 0 when no Jacobian was carried (a plain forward solve).
+        jacobian_change: ``()``, the largest ``‖J_k − J_{k−1}‖∞ / (1 + ‖J_k‖∞)`` over the
+            carried Jacobians of x, s, λ, ν at the last iteration; 0 when no Jacobian was
+            carried (a plain forward solve).
     """
 
     status: jax.Array

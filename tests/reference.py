@@ -139,8 +139,11 @@ def _active_kkt(P, A, G, h, x, nu, active_tol):
     if m > 0:
         slack = h - G @ x
         # An interior-point solution leaves active slacks at ~1e-7, so compare the slack
-        # with its multiplier (strict complementarity), and call tiny slacks active.
-        idx = np.flatnonzero((slack <= nu) | (slack <= active_tol * np.maximum(1.0, np.abs(h))))
+        # with its multiplier (strict complementarity), each relative to its own vector's
+        # size so that the rule does not depend on how the rows or the cost are scaled.
+        slack_size = max(np.abs(slack).max(), 1e-300)
+        nu_size = max(np.abs(nu).max(), 1e-300)
+        idx = np.flatnonzero(slack / slack_size <= nu / nu_size)
     else:
         idx = np.zeros(0, dtype=int)
     C = np.zeros((p + idx.size, n))
@@ -166,8 +169,8 @@ def _solve(K: Array, rhs: Array) -> Array:
 def kkt_jacobians(P, q, A, b, G, h, x, lam, nu, active_tol=1e-8) -> dict:
     """Exact Jacobians of x* by implicit differentiation of the active KKT system.
 
-    Active set I = {i : h_i - G_i x <= nu_i or h_i - G_i x <= active_tol * max(1, |h_i|)};
-    weakly active constraints are treated as active. Differentiating
+    Active set I = {i : s_i / ‖s‖∞ <= nu_i / ‖nu‖∞} with s = h − Gx (``active_tol`` is
+    unused, kept for a uniform signature); weakly active constraints are active. Differentiating
     [P x + q + A^T lam + G_I^T nu_I, A x - b, G_I x - h_I] = 0 gives
     K dz = -d(residual) with K = [[P, A^T, G_I^T], [A, 0, 0], [G_I, 0, 0]].
 
@@ -261,3 +264,39 @@ def finite_difference_grad(fun: Callable[[Array], float], arr: Array, eps: float
         minus[i] -= eps
         grad[i] = (fun(plus) - fun(minus)) / (2.0 * eps)
     return grad
+
+
+def primal_infeasible_qp(seed: int, n: int, p: int, m: int) -> dict:
+    """A problem of the paper's shape whose inequalities contradict each other.
+
+    Two rows of G are a direction g and −g with h = −1 for both: gᵀx <= −1 and
+    gᵀx >= 1 cannot hold together. The other rows are as in :func:`random_qp`.
+    """
+    data = random_qp(seed, n, p, m)
+    rng = np.random.default_rng(seed + 10_000)
+    g = rng.standard_normal(n)
+    data["G"][0], data["G"][1] = g, -g
+    data["h"][0] = data["h"][1] = -rng.uniform(0.5, 2.0)
+    return data
+
+
+def dual_infeasible_qp(seed: int, n: int, p: int, m: int) -> dict:
+    """A feasible problem unbounded below along a direction d.
+
+    P = MᵀM with M of rank n − 1 and d spanning its null space, A with Ad = 0, every row
+    of G turned so that Gd <= 0 (with m >= n these rows make P + AᵀA + GᵀG definite),
+    and q with qᵀd < 0, so x0 + t d is feasible for t >= 0 and the cost falls without end.
+    """
+    rng = np.random.default_rng(seed)
+    d = rng.standard_normal(n)
+    d /= np.linalg.norm(d)
+    project = np.eye(n) - np.outer(d, d)
+    M = rng.standard_normal((n - 1, n)) @ project
+    A = rng.standard_normal((p, n)) @ project
+    G = rng.standard_normal((m, n))
+    G *= -np.sign(G @ d)[:, None]
+    x0 = rng.standard_normal(n)
+    q = rng.standard_normal(n)
+    q -= (q @ d + rng.uniform(0.5, 2.0)) * d  # qᵀd < 0
+    return dict(P=M.T @ M, q=q, A=A if p else None, b=A @ x0 if p else None,
+                G=G, h=G @ x0 + rng.uniform(size=m))

@@ -1,0 +1,110 @@
+"""The engine: any scaling, infeasibility statuses, warm starts, mixed batches."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from conftest import SMALL, TIGHT, case, cosine, relative_error, solve_jit, to_qp
+from reference import (
+    clarabel_solve,
+    dual_infeasible_qp,
+    kkt_gradients,
+    primal_infeasible_qp,
+    random_qp,
+)
+
+import altdiff_jax as ad
+
+BATCHED = ad.QP(P=0, q=0, A=0, b=0, G=0, h=0)
+solve_batch = jax.jit(jax.vmap(ad.solve, in_axes=(BATCHED, None)))
+GRAD_DIRECTION = jnp.asarray(np.random.default_rng(3).standard_normal(SMALL[1]))
+
+
+def _stack(problems):
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *problems)
+
+
+def _scaling_family():
+    data = random_qp(*SMALL[:4])
+    family = []
+    for k in range(-3, 4):
+        for j in range(-3, 4):
+            scaled = dict(P=10.0**k * data["P"], q=data["q"])
+            for key in "AbGh":
+                scaled[key] = 10.0**j * data[key]
+            family.append(((k, j), scaled))
+    return family
+
+
+def _linear_loss(problem):
+    solution = ad.solve(problem, TIGHT)
+    return solution.x @ GRAD_DIRECTION, solution.info
+
+
+def test_scaling_family_solves_and_differentiates():
+    family = _scaling_family()
+    batch = _stack([to_qp(data) for _, data in family])
+    solutions = solve_batch(batch, TIGHT)
+    (_, infos), grads = jax.jit(jax.vmap(jax.value_and_grad(_linear_loss, has_aux=True)))(batch)
+    assert (np.asarray(solutions.info.status) == ad.Status.SOLVED).all()
+    assert (np.asarray(infos.status) == ad.Status.SOLVED).all()
+    for i, ((k, j), data) in enumerate(family):
+        x, lam, nu = clarabel_solve(**data)
+        assert relative_error(solutions.x[i], x) <= 1e-5, (k, j)
+        expected = kkt_gradients(**data, x=x, lam=lam, nu=nu, g=np.asarray(GRAD_DIRECTION))
+        for leaf in "PqAbGh":
+            assert cosine(getattr(grads, leaf)[i], expected[leaf]) >= 0.9999, (k, j, leaf)
+
+
+def test_infeasible_problems_get_their_status_and_feasible_ones_do_not():
+    n, p, m = SMALL[1:4]
+    primal = [to_qp(primal_infeasible_qp(seed, n, p, m)) for seed in range(8)]
+    dual = [to_qp(dual_infeasible_qp(seed, n, p, m)) for seed in range(8)]
+    feasible = [case(seed, n, p, m, False)[1] for seed in range(40, 48)]
+    options = ad.Options(max_iter=5_000)
+    statuses = np.asarray(solve_batch(_stack(primal + dual + feasible), options).info.status)
+    np.testing.assert_array_equal(statuses[:8], ad.Status.PRIMAL_INFEASIBLE)
+    np.testing.assert_array_equal(statuses[8:16], ad.Status.DUAL_INFEASIBLE)
+    np.testing.assert_array_equal(statuses[16:], ad.Status.SOLVED)
+    iterations = np.asarray(solve_batch(_stack(primal + dual), options).info.iterations)
+    assert iterations.max() < 1_000  # certificates come well before max_iter
+
+
+def test_dual_infeasible_without_equalities():
+    problem = to_qp(dual_infeasible_qp(0, 6, 0, 8))
+    assert int(solve_jit(problem, TIGHT).info.status) == ad.Status.DUAL_INFEASIBLE
+
+
+def test_warm_start_from_a_nearby_solution_takes_fewer_iterations():
+    data, problem, _ = case(*SMALL)
+    previous = solve_jit(problem, ad.Options(tol=1e-8))
+    nearby = problem._replace(q=problem.q + 1e-3 * jnp.sin(jnp.arange(problem.q.size)))
+    cold = solve_jit(nearby, ad.Options(tol=1e-8))
+    warm = jax.jit(ad.solve)(nearby, ad.Options(tol=1e-8), previous)
+    assert int(warm.info.status) == int(cold.info.status) == ad.Status.SOLVED
+    assert int(warm.info.iterations) < int(cold.info.iterations)
+    assert relative_error(warm.x, cold.x) <= 1e-6
+
+
+def test_mixed_batch_equals_solo_solves_and_failed_lanes_do_not_poison_gradients():
+    n, p, m = SMALL[1:4]
+    easy = case(*SMALL)[1]
+    hard = to_qp(dict(_scaling_family())[(-3, 3)])
+    lanes = [easy, hard, to_qp(primal_infeasible_qp(1, n, p, m)),
+             to_qp(dual_infeasible_qp(1, n, p, m)), easy._replace(q=easy.q.at[0].set(jnp.nan))]
+    batch = _stack(lanes)
+    solutions = solve_batch(batch, TIGHT)
+    (_, infos), grads = jax.jit(jax.vmap(jax.value_and_grad(_linear_loss, has_aux=True)))(batch)
+    for i, lane in enumerate(lanes):
+        alone = solve_jit(lane, TIGHT)
+        assert int(solutions.info.status[i]) == int(alone.info.status)
+        assert abs(int(solutions.info.iterations[i]) - int(alone.info.iterations)) <= 1
+        if int(alone.info.status) == ad.Status.SOLVED:
+            assert relative_error(solutions.x[i], alone.x) <= 1e-8
+    np.testing.assert_array_equal(
+        np.asarray(infos.status)[2:], [ad.Status.PRIMAL_INFEASIBLE, ad.Status.DUAL_INFEASIBLE,
+                                       ad.Status.NONFINITE])
+    for leaf in "PqAbGh":
+        values = np.asarray(getattr(grads, leaf))
+        assert np.isfinite(values).all(), leaf
+        assert (values[2:] == 0).all(), leaf  # a failed solve has a zero gradient
+        assert np.abs(values[:2]).max() > 0, leaf
