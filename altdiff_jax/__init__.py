@@ -3,7 +3,11 @@
 from ._options import Options
 from ._problem import QP
 from ._solution import Info, Solution, Status
-from ._solve import jacobians, solve
+from ._adjoint import AdjointInfo
+from ._solve import jacobians, jvp, solve, vjp
 
-__all__ = ["QP", "Options", "Solution", "Info", "Status", "solve", "jacobians"]
+__all__ = [
+    "QP", "Options", "Solution", "Info", "AdjointInfo", "Status",
+    "solve", "vjp", "jvp", "jacobians",
+]
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ smooth-convex layer passes a Newton x-update, and the loop is the same.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,7 @@ from jax import lax
 
 from ._admm import Iterate, admm_step, dual_infeasible, inf_norm, primal_infeasible, residuals
 from ._jacobian import Seeds, jacobian_step, zero_jacobian
-from ._options import Numerics
+from ._options import Numerics, Structure
 from ._problem import Constraints
 from ._scaling import Scaling
 from ._solution import Info, Status
@@ -54,11 +54,15 @@ def run(
     constraints: Constraints,
     scaling: Scaling,
     init: Iterate,
-    seeds: Optional[Seeds],
+    seeds: Union[Seeds, Callable[[Iterate], Seeds], None],
     numerics: Numerics,
-    structure: tuple,
+    structure: Structure,
 ) -> tuple[Iterate, Optional[Iterate], Info]:
     """Iterate eqs. (5a)–(5d), and (5ga)–(5gd) if ``seeds`` is given, until the stop rule.
+
+    ``seeds`` are constant, or a function of the current iterate: a tangent of P, A or
+    G enters the recursion through the iterate (e.g. ∂∇f = dq + dP x + dAᵀλ + dGᵀν),
+    and at the fixed point that is the differentiated KKT system.
 
     Everything runs on the equilibrated problem; residuals, certificates and the
     Jacobian change are measured in the user's scaling. Stops, per problem, when
@@ -73,10 +77,10 @@ def run(
         ``(z, J, info)`` in scaled space: the final iterate, its Jacobians (None
         without seeds), and diagnostics.
     """
-    max_iter, adaptive_rho, adaptive_rho_interval, _ = structure
     tol, rho0, alpha, infeasibility_tol = numerics
     dtype = init.x.dtype
-    J0 = None if seeds is None else zero_jacobian(init, seeds.grad.shape[1])
+    seeds_at = seeds if callable(seeds) or seeds is None else (lambda z: seeds)
+    J0 = None if seeds is None else zero_jacobian(init, seeds_at(init).grad.shape[1])
     zero = jnp.zeros((), dtype)
     state = LoopState(init, J0, rho0, jnp.int32(0), jnp.int32(_RUNNING), zero, zero, zero)
 
@@ -92,7 +96,7 @@ def run(
         if state.J is None:
             J = None
         else:
-            J = jacobian_step(objective, constraints, seeds, state.z, z, state.J, rho, alpha)
+            J = jacobian_step(objective, constraints, seeds_at(z), state.z, z, state.J, rho, alpha)
             # Each block (J_x, J_s, J_λ, J_ν) is judged on its own scale: the duals'
             # Jacobians can be orders of magnitude larger than the primal's.
             unscaled_new, unscaled_old = scaling.unscale(J), scaling.unscale(state.J)
@@ -110,16 +114,16 @@ def run(
         )
         iteration = state.iteration + 1
         status = _first_true(
-            [~finite, converged, infeasible_primal, infeasible_dual, iteration >= max_iter],
+            [~finite, converged, infeasible_primal, infeasible_dual, iteration >= structure.max_iter],
             [Status.NONFINITE, Status.SOLVED, Status.PRIMAL_INFEASIBLE, Status.DUAL_INFEASIBLE,
              Status.MAX_ITER],
             _RUNNING,
         )
-        if adaptive_rho:
+        if structure.adaptive_rho:
             # OSQP's residual balancing, in the equilibrated problem; any ρ costs O(n²)
             # with the generalised eigen-factor, so each lane adapts on its own.
             balanced = jnp.clip(rho * jnp.sqrt(res.scaled_balance), *_RHO_RANGE)
-            due = (iteration % adaptive_rho_interval == 0) & (
+            due = (iteration % structure.adaptive_rho_interval == 0) & (
                 (balanced > _RHO_TRIGGER * rho) | (balanced < rho / _RHO_TRIGGER)
             )
             rho = jnp.where(due & jnp.isfinite(balanced), balanced, rho)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 _DEFAULT_TOL = {jnp.dtype("float64"): 1e-6, jnp.dtype("float32"): 1e-4}
 _NUMERIC = ("tol", "rho", "alpha", "infeasibility_tol")
+DIFFERENTIATION = ("altdiff", "adjoint", "kkt")
 
 
 class Numerics(NamedTuple):
@@ -19,6 +20,16 @@ class Numerics(NamedTuple):
     rho: jax.Array
     alpha: jax.Array
     infeasibility_tol: jax.Array
+
+
+class Structure(NamedTuple):
+    """The static settings of one solve: hashable, part of the compiled loop's identity."""
+
+    max_iter: int
+    adaptive_rho: bool
+    adaptive_rho_interval: int
+    scaling_iterations: int
+    differentiation: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +57,15 @@ class Options:
         adaptive_rho_interval: iterations between two updates of ρ.
         scaling_iterations: Ruiz equilibration passes over the data (0: none).
         infeasibility_tol: tolerance of the infeasibility certificates.
+        differentiation: how reverse mode differentiates the solve:
+            ``"altdiff"`` (the paper's method) carries the Jacobians with respect to
+            the differentiated parameters in the forward loop: the full Jacobian at once,
+            cost per iteration grows with the number of parameter entries;
+            ``"adjoint"`` carries nothing forward and iterates the transposed Alt-Diff
+            recursion on the one cotangent in the backward pass: cost per iteration of a
+            primal iteration, whatever the number of parameters;
+            ``"kkt"`` solves the dense KKT system on the active set at the solution, as
+            OptNet does: exact, O((n + p + m)³).
     """
 
     tol: Any = None
@@ -56,6 +76,7 @@ class Options:
     adaptive_rho_interval: int = 10
     scaling_iterations: int = 10
     infeasibility_tol: Any = 1e-5
+    differentiation: str = "altdiff"
 
     def __post_init__(self) -> None:
         for name in ("tol", "rho", "infeasibility_tol"):
@@ -64,6 +85,10 @@ class Options:
                 raise ValueError(f"Options.{name} must be > 0, got {value}")
         if isinstance(self.alpha, (int, float)) and not 0 < self.alpha < 2:
             raise ValueError(f"Options.alpha must be in (0, 2), got {self.alpha}")
+        if self.differentiation not in DIFFERENTIATION:
+            raise ValueError(
+                f"Options.differentiation must be one of {DIFFERENTIATION}, got {self.differentiation!r}"
+            )
         for name, least in (("max_iter", 1), ("adaptive_rho_interval", 1), ("scaling_iterations", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < least:
@@ -74,13 +99,13 @@ class Options:
         tol = _DEFAULT_TOL[jnp.dtype(dtype)] if self.tol is None else self.tol
         return Numerics(*(jnp.asarray(v, dtype) for v in (tol, self.rho, self.alpha, self.infeasibility_tol)))
 
-    def structure(self) -> tuple:
+    def structure(self) -> Structure:
         """The static settings, hashable: part of the compiled loop's identity."""
-        return (self.max_iter, self.adaptive_rho, self.adaptive_rho_interval, self.scaling_iterations)
+        return Structure(*(getattr(self, name) for name in Structure._fields))
 
 
 jax.tree_util.register_dataclass(
     Options,
     data_fields=list(_NUMERIC),
-    meta_fields=["max_iter", "adaptive_rho", "adaptive_rho_interval", "scaling_iterations"],
+    meta_fields=list(Structure._fields),
 )

@@ -50,6 +50,11 @@ class Scaling(NamedTuple):
             self.E_G[:, None] * seeds.h,
         )
 
+    def parameter_cotangents(self, sigma_bar: Seeds) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Cotangents of the scaled seeds -> cotangents of the user's (q, b, h): the
+        transpose of :meth:`scale_seeds` for one column."""
+        return self.c * self.D * sigma_bar.grad, self.E_A * sigma_bar.b, self.E_G * sigma_bar.h
+
     def scale(self, z: Iterate) -> Iterate:
         """User's scaling -> scaled iterate: the inverse of :meth:`unscale`."""
         return Iterate(z.x / self.D, z.s * self.E_G, self.c * z.lam / self.E_A, self.c * z.nu / self.E_G)

@@ -1,22 +1,40 @@
-"""``solve`` and ``jacobians``: the QP layer, with Alt-Diff behind a ``custom_vjp``."""
+"""``solve``, ``vjp``, ``jvp`` and ``jacobians``: the QP layer and its derivatives.
+
+Reverse mode goes through a ``custom_vjp`` whose rules dispatch on
+``Options.differentiation``; every strategy ends in the same place: cotangents of the
+scaled seeds (∂∇f, ∂b, ∂h), mapped to the user's q, b, h, then to P, A, G (§5).
+"""
 
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from ._adjoint import AdjointInfo, adjoint_vjp
 from ._admm import Iterate
 from ._driver import run
-from ._jacobian import parameter_seeds
+from ._jacobian import Seeds, parameter_seeds
+from ._kkt import kkt_vjp
 from ._objective import QuadraticObjective
-from ._options import Options
+from ._options import Numerics, Options, Structure
 from ._problem import QP, Constraints, data_gradients, validate_qp
-from ._scaling import ruiz_equilibrate
+from ._scaling import Scaling, ruiz_equilibrate
 from ._solution import Solution, Status
+
+
+class _Run(NamedTuple):
+    """What a forward solve leaves for a backward pass, in the solver's scaled space."""
+
+    objective: QuadraticObjective
+    constraints: Constraints
+    scaling: Scaling
+    z: Iterate
+    J: Optional[Iterate]
+    solution: Solution
 
 
 def _initial_iterate(init: Optional[Solution], n: int, p: int, m: int, dtype) -> Iterate:
@@ -31,74 +49,127 @@ def _initial_iterate(init: Optional[Solution], n: int, p: int, m: int, dtype) ->
     return Iterate(*values)
 
 
-def _forward(structure, P, q, A, b, G, h, numerics, init, wrt):
-    """Equilibrate, factor once, run the loop, and map the result back to the user's
-    scaling; carry Jacobian columns for the parameters in ``wrt`` = (q, b, h)."""
+def _forward(structure: Structure, P, q, A, b, G, h, numerics: Numerics, init: Iterate, seeds) -> _Run:
+    """Equilibrate, factor once, run the loop, map the solution back to the user's scaling.
+
+    ``seeds(scaling)`` gives the scaled seeds to carry (or None for a plain solve).
+    """
     P = 0.5 * (P + P.T)
-    P_s, q_s, constraints, scaling = ruiz_equilibrate(P, q, Constraints(A, b, G, h), structure[3])
+    P_s, q_s, constraints, scaling = ruiz_equilibrate(
+        P, q, Constraints(A, b, G, h), structure.scaling_iterations
+    )
     objective = QuadraticObjective.factor(P_s, q_s, constraints)
-    (n,), (p,), (m,) = q.shape, b.shape, h.shape
-    seeds = scaling.scale_seeds(parameter_seeds(n, p, m, wrt, q.dtype)) if any(wrt) else None
-    z, J, info = run(objective, constraints, scaling, scaling.scale(init), seeds, numerics, structure)
-    z = scaling.unscale(z)
-    J = None if J is None else scaling.unscale(J)
-    return Solution(z.x, z.s, z.lam, z.nu, info), J
+    carried = None if seeds is None else seeds(scaling)
+    z, J, info = run(objective, constraints, scaling, scaling.scale(init), carried, numerics, structure)
+    user = scaling.unscale(z)
+    return _Run(objective, constraints, scaling, z, J, Solution(user.x, user.s, user.lam, user.nu, info))
 
 
-def _split_columns(J: Iterate, sizes) -> tuple[Iterate, ...]:
-    """Split the carried columns into the blocks of q, b and h, of the given widths."""
+def _constant_seeds(q, b, h, wrt):
+    n, p, m = q.size, b.size, h.size
+    return lambda scaling: scaling.scale_seeds(parameter_seeds(n, p, m, wrt, q.dtype))
+
+
+def _usable(solution: Solution) -> jax.Array:
+    """A solve has a derivative if it converged or was truncated, with a finite result."""
+    status = solution.info.status
+    ok = (status == Status.SOLVED) | (status == Status.MAX_ITER)
+    return ok & jnp.all(jnp.isfinite(solution.x))
+
+
+def _pull_back(structure: Structure, numerics: Numerics, forward: _Run, blocks, cotangent: Iterate):
+    """Cotangent of (x, s, λ, ν) -> gradients of all six leaves, by the chosen strategy.
+
+    A solve that failed (infeasible, unbounded, non-finite) has a zero gradient, so it
+    cannot poison the rest of a batch.
+
+    Returns:
+        ``(grads as a QP, AdjointInfo)``.
+    """
+    solution, scaling = forward.solution, forward.scaling
+    usable = _usable(solution)
+    strategy = structure.differentiation
+    if strategy == "altdiff":
+        bars = []
+        for J in blocks:
+            total = None
+            if J is not None:
+                total = sum(block.T @ g for block, g in zip(J, cotangent))
+            bars.append(total)
+        info = AdjointInfo(solution.info.status, solution.info.iterations, solution.info.jacobian_change)
+    else:
+        # The output map (x, s, λ, ν) = U(x̃, s̃, λ̃, ν̃) is diagonal, so Uᵀ = U.
+        scaled_cotangent = scaling.unscale(cotangent)
+        z, rho = forward.z, solution.info.rho
+        if strategy == "adjoint":
+            sigma_bar, info = adjoint_vjp(
+                forward.objective, forward.constraints, z, rho, numerics.alpha,
+                scaled_cotangent, numerics.tol, structure.max_iter,
+            )
+        else:  # "kkt"; the active set s̃ <= ν̃/ρ is the Alt-Diff mask at the fixed point
+            sigma_bar = Seeds(*kkt_vjp(
+                forward.objective.P, forward.objective.q, forward.constraints,
+                z.x, z.lam, z.nu / rho, z.s, scaled_cotangent,
+            ))
+            finite = jnp.all(jnp.isfinite(sigma_bar.grad))
+            info = AdjointInfo(
+                jnp.where(finite, Status.SOLVED, Status.NONFINITE).astype(jnp.int32),
+                jnp.int32(0), jnp.zeros((), z.x.dtype),
+            )
+        bars = list(scaling.parameter_cotangents(sigma_bar))
+    bars = [None if bar is None else jnp.where(usable & jnp.all(jnp.isfinite(bar)), bar, 0.0) for bar in bars]
+    x, lam, nu = (jnp.where(usable, v, 0.0) for v in (solution.x, solution.lam, solution.nu))
+    return data_gradients(x, lam, nu, *bars), info
+
+
+def _altdiff_wrt(perturbed: dict) -> tuple[bool, bool, bool]:
+    """Columns to carry for (q, b, h): P, A and G gradients are built from them (§5)."""
+    return (
+        perturbed["P"] or perturbed["q"] or perturbed["A"] or perturbed["G"],
+        perturbed["b"] or perturbed["A"],
+        perturbed["h"] or perturbed["G"],
+    )
+
+
+def _forward_for_gradient(structure, P, q, A, b, G, h, numerics, init, perturbed):
+    """The forward pass under differentiation, with the Jacobian blocks Alt-Diff needs."""
+    if structure.differentiation != "altdiff":
+        return _forward(structure, P, q, A, b, G, h, numerics, init, None), (None, None, None)
+    wrt = _altdiff_wrt(perturbed)
+    forward = _forward(structure, P, q, A, b, G, h, numerics, init, _constant_seeds(q, b, h, wrt))
+    J = forward.scaling.unscale(forward.J)
     blocks, offset = [], 0
-    for size in sizes:
-        blocks.append(Iterate(*(block[:, offset : offset + size] for block in J)))
-        offset += size
-    return tuple(blocks)
+    for size, carried in zip((q.size, b.size, h.size), wrt):
+        width = size if carried else 0
+        blocks.append(Iterate(*(v[:, offset : offset + width] for v in J)) if carried else None)
+        offset += width
+    return forward, tuple(blocks)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _solve_qp(structure, P, q, A, b, G, h, numerics, init):
-    solution, _ = _forward(structure, P, q, A, b, G, h, numerics, init, (False, False, False))
-    return solution
+    return _forward(structure, P, q, A, b, G, h, numerics, init, None).solution
 
 
 def _solve_qp_fwd(structure, P, q, A, b, G, h, numerics, init):
     perturbed = {name: leaf.perturbed for name, leaf in zip("PqAbGh", (P, q, A, b, G, h))}
     P, q, A, b, G, h = (leaf.value for leaf in (P, q, A, b, G, h))
     numerics, init = jax.tree_util.tree_map(lambda leaf: leaf.value, (numerics, init))
-    # Gradients for P, A and G come from those for q, b and h (math note §5).
-    wrt = (
-        perturbed["P"] or perturbed["q"] or perturbed["A"] or perturbed["G"],
-        perturbed["b"] or perturbed["A"],
-        perturbed["h"] or perturbed["G"],
-    )
-    solution, J = _forward(structure, P, q, A, b, G, h, numerics, init, wrt)
-    sizes = [size if carried else 0 for size, carried in zip((q.size, b.size, h.size), wrt)]
-    blocks = _split_columns(J, sizes)
-    blocks = tuple(block if carried else None for block, carried in zip(blocks, wrt))
-    return solution, (solution, blocks)
+    forward, blocks = _forward_for_gradient(structure, P, q, A, b, G, h, numerics, init, perturbed)
+    if structure.differentiation == "altdiff":
+        forward = forward._replace(objective=None, constraints=None, J=None)  # keep what bwd needs
+    return forward.solution, (forward, blocks, numerics)
 
 
 def _solve_qp_bwd(structure, residuals, cotangent: Solution):
-    """Jᵀ times the cotangent. A solve that failed (infeasible, unbounded, non-finite)
-    has no derivative: its gradient is zero, so it cannot poison the rest of a batch.
-    A ``MAX_ITER`` solve gives the truncated Alt-Diff gradient of its last iterate."""
-    del structure
-    solution, blocks = residuals
-    usable = (solution.info.status == Status.SOLVED) | (solution.info.status == Status.MAX_ITER)
-    usable = usable & jnp.all(jnp.isfinite(solution.x))
-    x, lam, nu = (jnp.where(usable, v, 0.0) for v in (solution.x, solution.lam, solution.nu))
-    outputs = (cotangent.x, cotangent.s, cotangent.lam, cotangent.nu)
-
-    def pull_back(J: Optional[Iterate]):
-        """Jᵀ g summed over the outputs x, s, λ, ν: the cotangent of one parameter."""
-        if J is None:
-            return None
-        total = jnp.zeros(J.x.shape[1], x.dtype)
-        for block, g in zip(J, outputs):
-            if not isinstance(g, SymbolicZero):
-                total = total + block.T @ g
-        return jnp.where(usable & jnp.all(jnp.isfinite(total)), total, 0.0)
-
-    grads = data_gradients(x, lam, nu, *(pull_back(block) for block in blocks))
+    forward, blocks, numerics = residuals
+    x = forward.solution.x
+    sizes = (x.size, forward.solution.s.size, forward.solution.lam.size, forward.solution.nu.size)
+    outputs = Iterate(*(
+        jnp.zeros(size, x.dtype) if isinstance(g, SymbolicZero) else g
+        for g, size in zip((cotangent.x, cotangent.s, cotangent.lam, cotangent.nu), sizes)
+    ))
+    grads, _ = _pull_back(structure, numerics, forward, blocks, outputs)
     return (*grads, None, None)
 
 
@@ -122,14 +193,17 @@ def solve(problem: QP, options: Optional[Options] = None, init: Optional[Solutio
     leaves batched), and take ``jax.grad`` of a loss of any field of the returned
     :class:`Solution` with respect to every leaf ``P, q, A, b, G, h``.
 
-    Under ``jax.grad`` the loop also carries the Jacobians of (x, s, λ, ν) with
-    respect to q, b and h (paper eqs. 5ga–5gd), only for the parameters being
-    differentiated; gradients for P, A, G follow from those (math note §5). The
-    stopping rule then also waits for the Jacobians to settle, so ``Options.tol``
-    truncates both the solution and its derivative.
+    How ``jax.grad`` differentiates is ``Options.differentiation``. With the default
+    ``"altdiff"`` the loop also carries the Jacobians of (x, s, λ, ν) with respect to
+    q, b and h (paper eqs. 5ga–5gd), only for the parameters being differentiated, and
+    the stopping rule also waits for them to settle, so ``Options.tol`` truncates both
+    the solution and its derivative. A failed solve (infeasible, unbounded,
+    non-finite) has a zero gradient; a ``MAX_ITER`` one has the gradient of its
+    truncated iterate.
 
     Forward mode (``jax.jvp``, ``jax.jacfwd``) cannot pass through this function's
-    ``custom_vjp``; use :func:`jacobians` for the full Jacobians dx*/dq, dx*/db, dx*/dh.
+    ``custom_vjp``; use :func:`jvp` for tangents and :func:`jacobians` for the full
+    Jacobians dx*/dq, dx*/db, dx*/dh.
 
     Args:
         problem: the :class:`QP`, leaves of one floating dtype.
@@ -160,10 +234,115 @@ def solve(problem: QP, options: Optional[Options] = None, init: Optional[Solutio
             raise TypeError(
                 "altdiff_jax.solve is reverse-mode differentiable only (jax.grad, jax.vjp); "
                 "jax.jvp and jax.jacfwd cannot pass its custom_vjp. For forward-mode "
-                "derivatives use altdiff_jax.jacobians(problem, options), which returns "
-                "dx*/dq, dx*/db and dx*/dh."
+                "derivatives use altdiff_jax.jvp(problem, tangents) or "
+                "altdiff_jax.jacobians(problem), which returns dx*/dq, dx*/db and dx*/dh."
             ) from error
         raise
+
+
+def vjp(
+    problem: QP,
+    cotangent: Union[jax.Array, Solution, Iterate],
+    options: Optional[Options] = None,
+    init: Optional[Solution] = None,
+) -> tuple[Solution, QP, AdjointInfo]:
+    """Solve and pull a cotangent back to all six leaves, reporting the backward pass.
+
+    The same computation as ``jax.grad`` through :func:`solve`, with the strategy of
+    ``Options.differentiation``, but it also returns the diagnostics of the backward
+    iteration (its status, iteration count and last change), which ``jax.grad`` has
+    no way to return.
+
+    Args:
+        problem: the :class:`QP`.
+        cotangent: ``x̄ (n,)``, or an object with fields ``x, s, lam, nu`` (None for zero).
+        options, init: as in :func:`solve`.
+
+    Returns:
+        ``(solution, grads, backward_info)``; ``grads`` is a :class:`QP` of gradients
+        (None for absent blocks). For ``"altdiff"`` the backward info is the forward
+        loop's (the Jacobians converged in it); for ``"kkt"`` its iteration count is 0.
+    """
+    args, options = _prepare(problem, options, init)
+    P, q, A, b, G, h, numerics, z0 = jax.lax.stop_gradient(args)
+    structure = options.structure()
+    everything = dict.fromkeys("PqAbGh", True)
+    forward, blocks = _forward_for_gradient(structure, P, q, A, b, G, h, numerics, z0, everything)
+    sizes = dict(x=q.size, s=h.size, lam=b.size, nu=h.size)
+    if not hasattr(cotangent, "x"):
+        cotangent = Iterate(jnp.asarray(cotangent, q.dtype), None, None, None)
+    outputs = Iterate(*(
+        jnp.zeros(size, q.dtype) if getattr(cotangent, name) is None else jnp.asarray(getattr(cotangent, name), q.dtype)
+        for name, size in sizes.items()
+    ))
+    for name, value in zip(sizes, outputs):
+        if value.shape != (sizes[name],):
+            raise ValueError(f"cotangent.{name} has shape {value.shape}, expected {(sizes[name],)}")
+    grads, info = _pull_back(structure, numerics, forward, blocks, outputs)
+    grads = QP(*(None if leaf is None else g for g, leaf in zip(grads, problem)))
+    return forward.solution, grads, info
+
+
+def jvp(
+    problem: QP, tangents: QP, options: Optional[Options] = None, init: Optional[Solution] = None
+) -> tuple[Solution, jax.Array]:
+    """Forward mode: the solution and its tangent dx* along ``tangents``, by Alt-Diff.
+
+    One tangent column is carried through the recursion of eqs. (5ga)–(5gd), about one
+    extra primal iteration per iteration. Tangents of P, A and G enter through the
+    current iterate (∂∇f = dq + dP x + dAᵀλ + dGᵀν, ∂b = db − dA x, ∂h = dh − dG x),
+    whose fixed point is the differentiated KKT system. The loop stops when the
+    residuals and the change of the tangent are below ``Options.tol``.
+
+    Args:
+        problem: the :class:`QP`.
+        tangents: a :class:`QP` of tangent arrays shaped like the problem's leaves;
+            None for a zero tangent (and for an absent block).
+        options, init: as in :func:`solve`.
+
+    Returns:
+        ``(solution, tangent_x)`` with ``tangent_x`` of shape ``(n,)``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from altdiff_jax import QP, jvp
+        >>> problem = QP(P=2 * jnp.eye(2), q=jnp.zeros(2))
+        >>> _, dx = jvp(problem, QP(P=None, q=jnp.array([1.0, 2.0])))
+        >>> dx.round(6).tolist()  # dx* = −P⁻¹ dq
+        [-0.5, -1.0]
+    """
+    args, options = _prepare(problem, options, init)
+    P, q, A, b, G, h, numerics, z0 = jax.lax.stop_gradient(args)
+    if not isinstance(tangents, QP):
+        raise ValueError(f"tangents must be an altdiff_jax.QP, got {type(tangents).__name__}")
+    dP, dq, dA, db, dG, dh = (
+        jnp.zeros_like(value) if tangent is None else _checked_tangent(name, tangent, value)
+        for name, tangent, value in zip(QP._fields, tangents, (P, q, A, b, G, h))
+    )
+    dP = 0.5 * (dP + dP.T)
+
+    def seeds(scaling: Scaling):
+        D, E_A, E_G, c = scaling
+        # Tangents of the scaled data (see _scaling), then the seeds at the iterate z̃.
+        dP_s = c * D[:, None] * dP * D[None, :]
+        dA_s, dG_s = E_A[:, None] * dA * D[None, :], E_G[:, None] * dG * D[None, :]
+        dq_s, db_s, dh_s = c * D * dq, E_A * db, E_G * dh
+
+        def at(z: Iterate) -> Seeds:
+            grad = dq_s + dP_s @ z.x + dA_s.T @ z.lam + dG_s.T @ z.nu
+            return Seeds(grad[:, None], (db_s - dA_s @ z.x)[:, None], (dh_s - dG_s @ z.x)[:, None])
+
+        return at
+
+    forward = _forward(options.structure(), P, q, A, b, G, h, numerics, z0, seeds)
+    return forward.solution, forward.scaling.D * forward.J.x[:, 0]
+
+
+def _checked_tangent(name: str, tangent, value: jax.Array) -> jax.Array:
+    tangent = jnp.asarray(tangent, value.dtype)
+    if tangent.shape != value.shape:
+        raise ValueError(f"tangents.{name} has shape {tangent.shape}, expected {value.shape} like QP.{name}")
+    return tangent
 
 
 def jacobians(
@@ -193,6 +372,7 @@ def jacobians(
     """
     args, options = _prepare(problem, options, init)
     P, q, A, b, G, h, numerics, z0 = jax.lax.stop_gradient(args)
-    solution, J = _forward(options.structure(), P, q, A, b, G, h, numerics, z0, (True, True, True))
-    J_q, J_b, J_h = _split_columns(J, (q.size, b.size, h.size))
-    return solution, {"q": J_q.x, "b": J_b.x, "h": J_h.x}
+    structure = options.structure()._replace(differentiation="altdiff")
+    everything = dict.fromkeys("PqAbGh", True)
+    forward, (J_q, J_b, J_h) = _forward_for_gradient(structure, P, q, A, b, G, h, numerics, z0, everything)
+    return forward.solution, {"q": J_q.x, "b": J_b.x, "h": J_h.x}
