@@ -78,3 +78,7 @@ class QuadraticObjective(NamedTuple):
         del x
         # (5ga) J_x⁺ = −H⁻¹ (∂_θq + R)
         return -self._solve_H(dgrad + R, rho)
+
+
+QUADRATIC_FACTORS = {"dense": QuadraticObjective.factor}
+"""How a layer factors its quadratic, by name (a static setting of the solve)."""

@@ -30,6 +30,7 @@ class Structure(NamedTuple):
     adaptive_rho_interval: int
     scaling_iterations: int
     differentiation: str
+    quadratic: str = "dense"  # how a layer factors its quadratic: see _objective.QUADRATIC_FACTORS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,11 +102,11 @@ class Options:
 
     def structure(self) -> Structure:
         """The static settings, hashable: part of the compiled loop's identity."""
-        return Structure(*(getattr(self, name) for name in Structure._fields))
+        return Structure(*(getattr(self, name) for name in Structure._fields[:5]))
 
 
 jax.tree_util.register_dataclass(
     Options,
     data_fields=list(_NUMERIC),
-    meta_fields=list(Structure._fields),
+    meta_fields=list(Structure._fields[:5]),
 )

@@ -19,7 +19,7 @@ from ._admm import Iterate
 from ._driver import run
 from ._jacobian import Seeds, parameter_seeds
 from ._kkt import kkt_vjp
-from ._objective import QuadraticObjective
+from ._objective import QUADRATIC_FACTORS, QuadraticObjective
 from ._options import Numerics, Options, Structure
 from ._problem import QP, Constraints, data_gradients, validate_qp
 from ._scaling import Scaling, ruiz_equilibrate
@@ -58,7 +58,12 @@ def _forward(structure: Structure, P, q, A, b, G, h, numerics: Numerics, init: I
     P_s, q_s, constraints, scaling = ruiz_equilibrate(
         P, q, Constraints(A, b, G, h), structure.scaling_iterations
     )
-    objective = QuadraticObjective.factor(P_s, q_s, constraints)
+    objective = QUADRATIC_FACTORS[structure.quadratic](P_s, q_s, constraints)
+    return run_objective(structure, objective, constraints, scaling, numerics, init, seeds)
+
+
+def run_objective(structure, objective, constraints, scaling, numerics, init, seeds) -> _Run:
+    """Run the loop for any objective on (scaled) constraints; shared by every layer."""
     carried = None if seeds is None else seeds(scaling)
     z, J, info = run(objective, constraints, scaling, scaling.scale(init), carried, numerics, structure)
     user = scaling.unscale(z)
@@ -84,7 +89,8 @@ def _pull_back(structure: Structure, numerics: Numerics, forward: _Run, blocks, 
     cannot poison the rest of a batch.
 
     Returns:
-        ``(grads as a QP, AdjointInfo)``.
+        ``([q̄, b̄, h̄], AdjointInfo)``: cotangents of the user's q, b, h (None where not
+        computed); the gradients of P, A, G (or of an objective's θ) follow from them.
     """
     solution, scaling = forward.solution, forward.scaling
     usable = _usable(solution)
@@ -118,8 +124,13 @@ def _pull_back(structure: Structure, numerics: Numerics, forward: _Run, blocks, 
             )
         bars = list(scaling.parameter_cotangents(sigma_bar))
     bars = [None if bar is None else jnp.where(usable & jnp.all(jnp.isfinite(bar)), bar, 0.0) for bar in bars]
-    x, lam, nu = (jnp.where(usable, v, 0.0) for v in (solution.x, solution.lam, solution.nu))
-    return data_gradients(x, lam, nu, *bars), info
+    return bars, info
+
+
+def _masked_solution(solution: Solution) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(x, λ, ν) for the §5 formulas, zeroed for a failed solve (its gradient is zero)."""
+    usable = _usable(solution)
+    return tuple(jnp.where(usable, v, 0.0) for v in (solution.x, solution.lam, solution.nu))
 
 
 def _altdiff_wrt(perturbed: dict) -> tuple[bool, bool, bool]:
@@ -169,8 +180,8 @@ def _solve_qp_bwd(structure, residuals, cotangent: Solution):
         jnp.zeros(size, x.dtype) if isinstance(g, SymbolicZero) else g
         for g, size in zip((cotangent.x, cotangent.s, cotangent.lam, cotangent.nu), sizes)
     ))
-    grads, _ = _pull_back(structure, numerics, forward, blocks, outputs)
-    return (*grads, None, None)
+    bars, _ = _pull_back(structure, numerics, forward, blocks, outputs)
+    return (*data_gradients(*_masked_solution(forward.solution), *bars), None, None)
 
 
 _solve_qp.defvjp(_solve_qp_fwd, _solve_qp_bwd, symbolic_zeros=True)
@@ -278,7 +289,8 @@ def vjp(
     for name, value in zip(sizes, outputs):
         if value.shape != (sizes[name],):
             raise ValueError(f"cotangent.{name} has shape {value.shape}, expected {(sizes[name],)}")
-    grads, info = _pull_back(structure, numerics, forward, blocks, outputs)
+    bars, info = _pull_back(structure, numerics, forward, blocks, outputs)
+    grads = data_gradients(*_masked_solution(forward.solution), *bars)
     grads = QP(*(None if leaf is None else g for g, leaf in zip(grads, problem)))
     return forward.solution, grads, info
 
