@@ -4,10 +4,11 @@ from ._options import Options
 from ._problem import QP
 from ._solution import Info, Solution, Status
 from ._adjoint import AdjointInfo
+from ._smooth import solve_convex
 from ._solve import jacobians, jvp, solve, vjp
 
 __all__ = [
     "QP", "Options", "Solution", "Info", "AdjointInfo", "Status",
-    "solve", "vjp", "jvp", "jacobians",
+    "solve", "vjp", "jvp", "jacobians", "solve_convex",
 ]
 __version__ = "0.1.0"

@@ -113,7 +113,7 @@ def dual_infeasible(objective, constraints: Constraints, x, d_x, scaling, tol) -
     D, E_A, E_G, c = scaling
     size = inf_norm(D * d_x)
     curvature = inf_norm(objective.hessian_vector(x, d_x) / D) / c
-    descent = (objective.gradient(x) - objective.hessian_vector(x, x)) @ d_x / c  # qᵀδx
+    descent = objective.recession_slope(d_x) / c  # qᵀδx for a QP
     equalities = inf_norm(A @ d_x / E_A)
     inequalities = jnp.max(G @ d_x / E_G, initial=0.0)
     return (

@@ -3,7 +3,9 @@
 The loop driver is generic over the objective: an objective supplies
 
 * ``gradient(x)``: ∇f(x), for the dual residual;
-* ``hessian_vector(x, v)``: ∇²f(x) v, for the unboundedness certificate;
+* ``hessian(x)``: ∇²f(x), for the dense KKT strategy;
+* ``hessian_vector(x, v)`` and ``recession_slope(d)``: ∇²f(x) v and the slope of the
+  linear cost along d, for the unboundedness certificate;
 * ``x_update(x, r, rho)``: argmin_x f(x) + rᵀx + ρ/2 ‖Ax‖² + ρ/2 ‖Gx‖², the x-update
   of eq. (5a) with every constant of the augmented Lagrangian folded into ``r``;
 * ``jacobian_x_update(x, dgrad, R, rho)``: −H(x)⁻¹ (dgrad + R), eq. (5ga), where
@@ -61,6 +63,14 @@ class QuadraticObjective(NamedTuple):
         del x
         return self.P @ v
 
+    def hessian(self, x: jax.Array) -> jax.Array:
+        del x
+        return self.P
+
+    def recession_slope(self, d_x: jax.Array) -> jax.Array:
+        """qᵀd: negative along a direction of unbounded descent."""
+        return self.q @ d_x
+
     def _solve_H(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
         weights = 1.0 / (1.0 + (rho - 1.0) * self.mu)
         if rhs.ndim == 2:
@@ -82,3 +92,82 @@ class QuadraticObjective(NamedTuple):
 
 QUADRATIC_FACTORS = {"dense": QuadraticObjective.factor}
 """How a layer factors its quadratic, by name (a static setting of the solve)."""
+
+
+class IdentityPlusOnesQuadratic(NamedTuple):
+    """f(x) = ½ p‖x‖² + qᵀx on constraints with AᵀA = a·11ᵀ and GᵀG = g·I: no factorisation.
+
+    The sparsemax layers' structure (P = 2I, A = 1ᵀ, G = −I or [I; −I]):
+    H(ρ) = P + ρ(AᵀA + GᵀG) = d·I + c·11ᵀ with d = p + ρg and c = ρa, so every solve is
+    Sherman–Morrison,
+
+        (dI + c11ᵀ)⁻¹ v = (v − c (1ᵀv) / (d + cn) · 1) / d,
+
+    O(n) for a vector and O(nk) for k Jacobian columns, at any ρ: no O(n³) factor and
+    no O(n²) storage.
+
+    :meth:`factor` reads the scalars off the data and *trusts* the structure (a traced
+    array cannot be checked): p = P[0, 0] (P must be pI), a = Σ A[:, 0]² (each row of A
+    constant, e.g. A = 1ᵀ, so AᵀA = a·11ᵀ; a = 0 with no equality row) and
+    g = Σ G[:, 0]² (GᵀG must be gI: G = I, −I or [I; −I] give g = 1, 1, 2). Data of any
+    other structure gives a wrong solution, not an error: use the ``"dense"`` factor.
+
+    Attributes:
+        p: ``()`` the diagonal of P = pI.
+        a: ``()`` AᵀA = a·11ᵀ.
+        g: ``()`` GᵀG = g·I.
+        q: ``(n,)`` linear cost.
+    """
+
+    p: jax.Array
+    a: jax.Array
+    g: jax.Array
+    q: jax.Array
+
+    @classmethod
+    def factor(cls, P: jax.Array, q: jax.Array, constraints: Constraints) -> "IdentityPlusOnesQuadratic":
+        """Read p, a, g off the data (see the class docstring for the assumptions)."""
+        A, G = constraints.A, constraints.G
+        return cls(P[0, 0], jnp.sum(A[:, 0] ** 2), jnp.sum(G[:, 0] ** 2), q)
+
+    @property
+    def P(self) -> jax.Array:
+        """``(n, n)`` the dense P = pI, for code that needs the matrix (the KKT strategy)."""
+        return self.p * jnp.eye(self.q.shape[0], dtype=self.q.dtype)
+
+    def gradient(self, x: jax.Array) -> jax.Array:
+        return self.p * x + self.q
+
+    def hessian_vector(self, x: jax.Array, v: jax.Array) -> jax.Array:
+        del x
+        return self.p * v
+
+    def hessian(self, x: jax.Array) -> jax.Array:
+        del x
+        return self.P
+
+    def recession_slope(self, d_x: jax.Array) -> jax.Array:
+        """qᵀd: negative along a direction of unbounded descent."""
+        return self.q @ d_x
+
+    def _solve_H(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+        # Sherman–Morrison; rhs (n,) or (n, k): 1ᵀrhs is () or (k,) and broadcasts over rows.
+        d = self.p + rho * self.g
+        c = rho * self.a
+        n = rhs.shape[0]
+        return (rhs - (c / (d + c * n)) * jnp.sum(rhs, axis=0)) / d
+
+    def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
+        del x
+        # (5a)  H x⁺ = −(q + r)
+        return -self._solve_H(self.q + r, rho)
+
+    def jacobian_x_update(
+        self, x: jax.Array, dgrad: jax.Array, R: jax.Array, rho: jax.Array
+    ) -> jax.Array:
+        del x
+        # (5ga) J_x⁺ = −H⁻¹ (∂_θq + R)
+        return -self._solve_H(dgrad + R, rho)
+
+
+QUADRATIC_FACTORS["identity_plus_ones"] = IdentityPlusOnesQuadratic.factor

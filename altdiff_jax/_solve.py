@@ -114,7 +114,7 @@ def _pull_back(structure: Structure, numerics: Numerics, forward: _Run, blocks, 
             )
         else:  # "kkt"; the active set s̃ <= ν̃/ρ is the Alt-Diff mask at the fixed point
             sigma_bar = Seeds(*kkt_vjp(
-                forward.objective.P, forward.objective.q, forward.constraints,
+                forward.objective.hessian(z.x), None, forward.constraints,
                 z.x, z.lam, z.nu / rho, z.s, scaled_cotangent,
             ))
             finite = jnp.all(jnp.isfinite(sigma_bar.grad))
