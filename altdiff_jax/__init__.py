@@ -4,11 +4,13 @@ from ._options import Options
 from ._problem import QP
 from ._solution import Info, Solution, Status
 from ._adjoint import AdjointInfo
+from ._layers import constrained_softmax, constrained_sparsemax, sparsemax
 from ._smooth import solve_convex
 from ._solve import jacobians, jvp, solve, vjp
 
 __all__ = [
     "QP", "Options", "Solution", "Info", "AdjointInfo", "Status",
     "solve", "vjp", "jvp", "jacobians", "solve_convex",
+    "sparsemax", "constrained_sparsemax", "constrained_softmax",
 ]
 __version__ = "0.1.0"
