@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._admm import Iterate, inf_norm
-from ._jacobian import Seeds, jacobian_step
+from ._jacobian import Seeds, active_margin, jacobian_step
 from ._problem import Constraints
 from ._solution import Status
 
@@ -61,11 +61,14 @@ def adjoint_vjp(
         ``(σ̄, info)``: σ̄ as :class:`Seeds` of vectors ``(n,)``, ``(p,)``, ``(m,)``.
     """
 
+    margin = active_margin(constraints, tol)
+
     def step(u: Iterate, sigma: Seeds) -> Iterate:
         # One column of eqs. (5ga)–(5gd) with the mask of the solution (z_old = z_new = z).
         J = Iterate(*map(_column, u))
         seeds = Seeds(*map(_column, sigma))
-        return Iterate(*(v[:, 0] for v in jacobian_step(objective, constraints, seeds, z, z, J, rho, alpha)))
+        J_next = jacobian_step(objective, constraints, seeds, z, z, J, rho, alpha, margin)
+        return Iterate(*(v[:, 0] for v in J_next))
 
     zeros_u = Iterate(*(jnp.zeros_like(v) for v in z))
     zeros_sigma = Seeds(jnp.zeros_like(z.x), jnp.zeros_like(z.lam), jnp.zeros_like(z.nu))

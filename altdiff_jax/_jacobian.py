@@ -43,6 +43,14 @@ def parameter_seeds(n: int, p: int, m: int, wrt: tuple[bool, bool, bool], dtype)
     return Seeds(*blocks)
 
 
+def active_margin(constraints: Constraints, tol) -> jax.Array:
+    """``(m,)`` tol·(1 + |h|): a constraint whose slack-update argument −ν/ρ + s is within
+    this of 0 is treated as active. Strictly complementary constraints are far from
+    it at the solution; a weakly active one (s = ν = 0) has no unique derivative, and
+    this makes its tie-break deterministic instead of a matter of round-off."""
+    return tol * (1.0 + jnp.abs(constraints.h))
+
+
 def zero_jacobian(z: Iterate, k: int) -> Iterate:
     """The paper's initial Jacobians: all zero, with k columns."""
     return Iterate(*(jnp.zeros(v.shape + (k,), v.dtype) for v in z))
@@ -57,11 +65,13 @@ def jacobian_step(
     J: Iterate,
     rho,
     alpha,
+    margin,
 ) -> Iterate:
     """Differentiate the ADMM step ``z_old -> z_new`` (eqs. 5a–5d with relaxation α): ``J -> J⁺``.
 
     ρ is held constant within the step (an adaptive ρ changes the transient, not the
-    fixed point, which is the differentiated KKT system: math note §4).
+    fixed point, which is the differentiated KKT system: math note §4). ``margin``
+    ``(m,)`` is the tie-break of weakly active constraints (see :func:`active_margin`).
     """
     A, _, G, _ = constraints
     # (5ga) J_x⁺ = −H⁻¹ (∂_θ∇f + Aᵀ(J_λ − ρ∂_θb) + Gᵀ(J_ν + ρ(J_s − ∂_θh)))
@@ -69,10 +79,10 @@ def jacobian_step(
     J_x = objective.jacobian_x_update(z_new.x, seeds.grad, R, rho)
     # Relaxation: ∂(Gx̂) = α G J_x⁺ + (1 − α)(∂_θh − J_s)
     J_Gx_hat = alpha * (G @ J_x) + (1.0 - alpha) * (seeds.h - J.s)
-    # (5gb) J_s⁺ = D⁺ (−J_ν/ρ − ∂(Gx̂) + ∂_θh), D⁺ = diag(1[s⁺ > 0]); a weakly active
-    # constraint (argument exactly 0) gets D = 0, i.e. is treated as active.
+    # (5gb) J_s⁺ = D⁺ (−J_ν/ρ − ∂(Gx̂) + ∂_θh), D⁺ = diag(1[s⁺ > margin]); a weakly
+    # active constraint (argument within the margin of 0) is treated as active.
     Gx_hat = relaxed_Gx(constraints, G @ z_new.x, z_old.s, alpha)
-    positive = slack_argument(constraints, Gx_hat, z_old.nu, rho) > 0
+    positive = slack_argument(constraints, Gx_hat, z_old.nu, rho) > margin
     J_s = jnp.where(positive[:, None], -J.nu / rho - J_Gx_hat + seeds.h, 0.0)
     # (5gc) J_λ⁺ = J_λ + ρα(A J_x⁺ − ∂_θb)
     J_lam = J.lam + rho * alpha * (A @ J_x - seeds.b)

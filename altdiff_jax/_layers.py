@@ -16,6 +16,7 @@ Jacobian columns for the constants. Two exact reformulations keep the solver's d
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import jax
@@ -199,7 +200,9 @@ def constrained_softmax(
     diag(1/x) + ρ(11ᵀ + GᵀG), diagonal plus rank one, solved in O(n) by Sherman–Morrison.
     With ``u=None`` it is ``jax.nn.softmax(y)``. y is shifted by max(y) (exact on
     1ᵀx = 1; λ is reported for the unshifted y) and bounds above 1, which cannot bind,
-    are lowered to 2. Entries whose optimum underflows (y spread by ~1e3) stop at a
+    are lowered to 2. Without bounds, entries more than ~log(1/√tiny) below max(y) are
+    raised to that level (x moves by at most 2n²·e³·√tiny). With bounds, entries
+    whose optimum underflows (y spread by ~1e3 in float64, ~50 in float32) stop at a
     floor of √tiny; such a solve reports ``MAX_ITER`` but stays finite.
 
     Args:
@@ -229,10 +232,22 @@ def constrained_softmax(
     if u is not None:
         u = _as_vector("u", u, dtype, y.shape)
         G, h = jnp.eye(n, dtype=dtype), jnp.minimum(u, _LOOSE_BOUND)
+    shifted = y - shift
+    if u is None:
+        # Without bounds x = softmax(y) >= exp(y_i − max y) / n: an entry more than
+        # log(1/√tiny) below the max (~354 in float64, only ~44 in float32) would have its
+        # optimum under the x-update's floor of √tiny, where the solve cannot converge
+        # (MAX_ITER, and x off the simplex by percents). Raising such entries to
+        # log(√tiny) + log(n) + 3 keeps every optimum above the floor (by e³); each raised
+        # entry weighs at most n·e³·√tiny, so x moves by at most 2n²·e³·√tiny in ‖·‖₁
+        # (6e-153·n² in float64, 5e-18·n² in float32).
+        # With bounds the optimum's scale is set by λ, not max y, and no such cut is exact.
+        lowest = 0.5 * math.log(float(jnp.finfo(dtype).tiny)) + math.log(n) + 3.0
+        shifted = jnp.maximum(shifted, jnp.asarray(lowest, dtype))
     if init is not None:
         init = init._replace(lam=init.lam - shift)
     solution = solve_smooth_objective(
-        entropy_objective, y - shift, n, dtype, A, b, G, h, options, init, jnp.full((n,), 1.0 / n, dtype)
+        entropy_objective, shifted, n, dtype, A, b, G, h, options, init, jnp.full((n,), 1.0 / n, dtype)
     )
     if u is not None:
         solution = solution._replace(s=solution.s + (u - h))

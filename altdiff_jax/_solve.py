@@ -17,7 +17,7 @@ from jax.custom_derivatives import SymbolicZero
 from ._adjoint import AdjointInfo, adjoint_vjp
 from ._admm import Iterate
 from ._driver import run
-from ._jacobian import Seeds, parameter_seeds
+from ._jacobian import Seeds, active_margin, parameter_seeds
 from ._kkt import kkt_vjp
 from ._objective import QUADRATIC_FACTORS, QuadraticObjective
 from ._options import Numerics, Options, Structure
@@ -112,10 +112,11 @@ def _pull_back(structure: Structure, numerics: Numerics, forward: _Run, blocks, 
                 forward.objective, forward.constraints, z, rho, numerics.alpha,
                 scaled_cotangent, numerics.tol, structure.max_iter,
             )
-        else:  # "kkt"; the active set s̃ <= ν̃/ρ is the Alt-Diff mask at the fixed point
+        else:  # "kkt"; active iff s̃ − margin <= ν̃/ρ: the Alt-Diff mask at the fixed point
+            margin = active_margin(forward.constraints, numerics.tol)
             sigma_bar = Seeds(*kkt_vjp(
                 forward.objective.hessian(z.x), None, forward.constraints,
-                z.x, z.lam, z.nu / rho, z.s, scaled_cotangent,
+                z.x, z.lam, z.nu / rho, z.s - margin, scaled_cotangent,
             ))
             finite = jnp.all(jnp.isfinite(sigma_bar.grad))
             info = AdjointInfo(

@@ -16,19 +16,27 @@ step), and a vmapped batch of 8 independent problems over 200 iterations whose p
 (20 factorisations, nested fori_loops) + 200 cho_solves; chol every iteration. Both loop
 designs form C inside the timed call. Times: median of jitted calls after a warm-up
 (fewer, down to one, once they add up to 20 s).
+
+OPENBLAS_NUM_THREADS defaults to 1 here: jaxlib's CPU Cholesky, eigh and triangular
+solves call scipy's OpenBLAS, whose threads spin and slow down 10-100x when the cores
+are shared (eig factor at n = 300: 36 ms single-threaded vs 0.6-4.6 s threaded under
+load). XLA's own matrix products stay multithreaded. Override by exporting the variable.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import lax
-from jax.scipy.linalg import cho_solve
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before jaxlib loads OpenBLAS
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
+from jax.scipy.linalg import cho_solve  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -103,32 +111,30 @@ def main(sizes):
     loops = {"eig once": jax.jit(jax.vmap(loop_eig)),
              f"chol every {EVERY}": jax.jit(jax.vmap(lambda *a: loop_chol(*a, EVERY))),
              "chol every 1": jax.jit(jax.vmap(lambda *a: loop_chol(*a, 1)))}
-    print(f"{'n':>5} | {'ρ':>6} | rel diff chol vs eig | ‖Hx−r‖/‖r‖ chol | eig")
-    rows = []
+    print("| n | ρ | ‖x_chol − x_eig‖/‖x_chol‖ | ‖Hx−r‖/‖r‖ chol | ‖Hx−r‖/‖r‖ eig |\n|---:|---:|---:|---:|---:|")
     for n in sizes:
         P, A, G, q = paper_data(0, n)
-        C = A.T @ A + G.T @ G
-        V, mu = jf_eig(P, A, G)
+        C, V_mu = A.T @ A + G.T @ G, jf_eig(P, A, G)
         for rho in (1e-3, 1.0, 1e3):
-            H = P + rho * C
-            xc, xe = js_chol(jf_chol(P, C, rho), q), js_eig(V, mu, rho, q)
-            res = [float(jnp.linalg.norm(H @ x - q) / jnp.linalg.norm(q)) for x in (xc, xe)]
-            print(f"{n:>5} | {rho:>6.0e} | {float(jnp.linalg.norm(xc - xe) / jnp.linalg.norm(xc)):.1e}"
-                  f"              | {res[0]:.1e}          | {res[1]:.1e}")
+            xc, xe = js_chol(jf_chol(P, C, rho), q), js_eig(*V_mu, rho, q)
+            rel = [jnp.linalg.norm(v) / jnp.linalg.norm(w) for v, w in
+                   ((xc - xe, xc), ((P + rho * C) @ xc - q, q), ((P + rho * C) @ xe - q, q))]
+            print(f"| {n} | {rho:.0e} | " + " | ".join(f"{float(v):.1e}" for v in rel) + " |")
+    print("\n| n | operation | Cholesky (ms) | eigen-factor (ms) | chol / eig |\n|---:|---|---:|---:|---:|")
+    row = lambda n, op, tc, te: print(f"| {n} | {op} | {1e3 * tc:.3g} | {1e3 * te:.3g} | {tc / te:.3g} |", flush=True)
+    for n in sizes:
+        P, A, G, q = paper_data(0, n)
+        C, (V, mu) = A.T @ A + G.T @ G, jf_eig(P, A, G)
         L, k = jf_chol(P, C, 1.0), n + A.shape[0] + G.shape[0]
         R = jnp.asarray(np.random.default_rng(1).standard_normal((n, k)))
-        rows.append((n, "factor", timed(jf_chol, P, C, 1.0), timed(jf_eig, P, A, G)))
-        rows.append((n, "solve, 1 rhs", timed(js_chol, L, q), timed(js_eig, V, mu, 1.0, q)))
-        rows.append((n, f"solve, k={k} rhs", timed(js_chol, L, R), timed(js_eig, V, mu, 1.0, R)))
+        row(n, "factor", timed(jf_chol, P, C, 1.0), timed(jf_eig, P, A, G))
+        row(n, "solve, 1 rhs", timed(js_chol, L, q), timed(js_eig, V, mu, 1.0, q))
+        row(n, f"solve, k={k} rhs", timed(js_chol, L, R), timed(js_eig, V, mu, 1.0, R))
         batch = [paper_data(s, n) for s in range(BATCH)]
         args = [jnp.stack(a) for a in zip(*batch)] + [jnp.logspace(-2, 2, BATCH)]
-        t = {name: timed(f, *args) for name, f in loops.items()}
+        t_eig = timed(loops["eig once"], *args)
         for name in list(loops)[1:]:
-            rows.append((n, f"vmap {BATCH}×{ITERS} it: {name}", t[name], t["eig once"]))
-    print("\n| n | operation | Cholesky (ms) | eigen-factor (ms) | chol / eig |")
-    print("|---:|---|---:|---:|---:|")
-    for n, op, tc, te in rows:
-        print(f"| {n} | {op} | {1e3 * tc:.3g} | {1e3 * te:.3g} | {tc / te:.2f} |")
+            row(n, f"vmap {BATCH}×{ITERS} it: {name}", timed(loops[name], *args), t_eig)
 
 
 if __name__ == "__main__":

@@ -132,3 +132,14 @@ def test_dtype_in_equals_dtype_out(dtype):
     for leaf in "PqAbGh":
         assert getattr(grads, leaf).dtype == dtype
         assert np.isfinite(getattr(grads, leaf)).all()
+
+
+def test_options_are_hashable_and_can_be_closed_over():
+    options = ad.Options(tol=1e-8, rho=0.5, differentiation="adjoint")
+    assert hash(options) == hash(ad.Options(tol=1e-8, rho=0.5, differentiation="adjoint"))
+    assert options != ad.Options(tol=1e-8, rho=0.5)
+    problem = case(*SPEC)[1]
+    closed = jax.jit(lambda pr: ad.solve(pr, options))
+    np.testing.assert_allclose(closed(problem).x, solve_jit(problem, options).x, rtol=1e-12)
+    with pytest.raises(ValueError, match="differentiation must be one of"):
+        ad.Options(differentiation="implicit")
