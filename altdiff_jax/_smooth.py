@@ -32,6 +32,7 @@ from ._solve import (
     _masked_solution,
     _pull_back,
     run_objective,
+    split_columns,
 )
 
 _NEWTON_MAX_ITER = 50
@@ -185,12 +186,7 @@ def _solve_smooth_fwd(structure, make_objective, theta, A, b, G, h, numerics, in
         seeds = _constant_seeds(init.x, b, h, wrt)
     forward = _smooth_forward(structure, make_objective, theta, A, b, G, h, numerics, init, seeds)
     if seeds is not None:
-        blocks, offset = [], 0
-        for size, carried in zip((init.x.size, b.size, h.size), wrt):
-            width = size if carried else 0
-            blocks.append(Iterate(*(v[:, offset : offset + width] for v in forward.J)) if carried else None)
-            offset += width
-        blocks = tuple(blocks)
+        blocks = split_columns(forward.J, (init.x.size, b.size, h.size), wrt)
     return forward.solution, (forward._replace(J=None), blocks, numerics, theta)
 
 

@@ -149,13 +149,17 @@ def _forward_for_gradient(structure, P, q, A, b, G, h, numerics, init, perturbed
         return _forward(structure, P, q, A, b, G, h, numerics, init, None), (None, None, None)
     wrt = _altdiff_wrt(perturbed)
     forward = _forward(structure, P, q, A, b, G, h, numerics, init, _constant_seeds(q, b, h, wrt))
-    J = forward.scaling.unscale(forward.J)
+    return forward, split_columns(forward.scaling.unscale(forward.J), (q.size, b.size, h.size), wrt)
+
+
+def split_columns(J: Iterate, sizes, wrt) -> tuple[Optional[Iterate], ...]:
+    """The carried columns as one block each for q, b, h (None for a block not carried)."""
     blocks, offset = [], 0
-    for size, carried in zip((q.size, b.size, h.size), wrt):
+    for size, carried in zip(sizes, wrt):
         width = size if carried else 0
         blocks.append(Iterate(*(v[:, offset : offset + width] for v in J)) if carried else None)
         offset += width
-    return forward, tuple(blocks)
+    return tuple(blocks)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
