@@ -23,6 +23,31 @@ from jax.scipy.linalg import solve_triangular
 from ._problem import Constraints
 
 
+# Methods every quadratic objective shares; each class supplies P, q and ``_solve_H``.
+def _quadratic_hessian(self, x: jax.Array) -> jax.Array:
+    del x
+    return self.P
+
+
+def _quadratic_recession_slope(self, d_x: jax.Array) -> jax.Array:
+    """qᵀd: negative along a direction of unbounded descent."""
+    return self.q @ d_x
+
+
+def _quadratic_x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
+    del x  # a quadratic x-update is one linear solve with the cached factor
+    # (5a)  H x⁺ = −(q + r)
+    return -self._solve_H(self.q + r, rho)
+
+
+def _quadratic_jacobian_x_update(
+    self, x: jax.Array, dgrad: jax.Array, R: jax.Array, rho: jax.Array
+) -> jax.Array:
+    del x
+    # (5ga) J_x⁺ = −H⁻¹ (∂_θq + R)
+    return -self._solve_H(dgrad + R, rho)
+
+
 class QuadraticObjective(NamedTuple):
     """f(x) = ½xᵀPx + qᵀx, with H(ρ) = P + ρC factored once for every ρ.
 
@@ -63,13 +88,8 @@ class QuadraticObjective(NamedTuple):
         del x
         return self.P @ v
 
-    def hessian(self, x: jax.Array) -> jax.Array:
-        del x
-        return self.P
-
-    def recession_slope(self, d_x: jax.Array) -> jax.Array:
-        """qᵀd: negative along a direction of unbounded descent."""
-        return self.q @ d_x
+    hessian = _quadratic_hessian
+    recession_slope = _quadratic_recession_slope
 
     def _solve_H(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
         weights = 1.0 / (1.0 + (rho - 1.0) * self.mu)
@@ -77,17 +97,8 @@ class QuadraticObjective(NamedTuple):
             weights = weights[:, None]
         return self.V @ (weights * (self.V.T @ rhs))
 
-    def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
-        del x  # a quadratic x-update is one linear solve with the cached factor
-        # (5a)  H x⁺ = −(q + r)
-        return -self._solve_H(self.q + r, rho)
-
-    def jacobian_x_update(
-        self, x: jax.Array, dgrad: jax.Array, R: jax.Array, rho: jax.Array
-    ) -> jax.Array:
-        del x
-        # (5ga) J_x⁺ = −H⁻¹ (∂_θq + R)
-        return -self._solve_H(dgrad + R, rho)
+    x_update = _quadratic_x_update
+    jacobian_x_update = _quadratic_jacobian_x_update
 
 
 QUADRATIC_FACTORS = {"dense": QuadraticObjective.factor}
@@ -142,13 +153,8 @@ class IdentityPlusOnesQuadratic(NamedTuple):
         del x
         return self.p * v
 
-    def hessian(self, x: jax.Array) -> jax.Array:
-        del x
-        return self.P
-
-    def recession_slope(self, d_x: jax.Array) -> jax.Array:
-        """qᵀd: negative along a direction of unbounded descent."""
-        return self.q @ d_x
+    hessian = _quadratic_hessian
+    recession_slope = _quadratic_recession_slope
 
     def _solve_H(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
         # Sherman–Morrison; rhs (n,) or (n, k): 1ᵀrhs is () or (k,) and broadcasts over rows.
@@ -157,17 +163,8 @@ class IdentityPlusOnesQuadratic(NamedTuple):
         n = rhs.shape[0]
         return (rhs - (c / (d + c * n)) * jnp.sum(rhs, axis=0)) / d
 
-    def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
-        del x
-        # (5a)  H x⁺ = −(q + r)
-        return -self._solve_H(self.q + r, rho)
-
-    def jacobian_x_update(
-        self, x: jax.Array, dgrad: jax.Array, R: jax.Array, rho: jax.Array
-    ) -> jax.Array:
-        del x
-        # (5ga) J_x⁺ = −H⁻¹ (∂_θq + R)
-        return -self._solve_H(dgrad + R, rho)
+    x_update = _quadratic_x_update
+    jacobian_x_update = _quadratic_jacobian_x_update
 
 
 QUADRATIC_FACTORS["identity_plus_ones"] = IdentityPlusOnesQuadratic.factor
