@@ -1,13 +1,13 @@
 """Reverse mode without Jacobians: the transpose of the Alt-Diff recursion (math note §6).
 
 With the active set frozen at the solution, one Jacobian iteration (eqs. 5ga–5gd) is a
-linear map ``u⁺ = T u + S σ`` of the carried derivative u = (J_x, J_s, J_λ, J_ν) and the
-parameter seed σ = (∂∇f, ∂b, ∂h); Alt-Diff converges to u* = (I − T)⁻¹ S σ. For a
-cotangent ū of u*, the parameter cotangent is σ̄ = Sᵀ w* with w* = Tᵀ w* + ū, found by
-iterating ``w ← Tᵀ w + ū``. ``Tᵀ`` and ``Sᵀ`` are the transpose of the very step the
-forward recursion runs (taken by ``jax.vjp`` of that step, so they cannot drift apart);
-each iteration costs one primal iteration with the forward's factorisation, whatever
-the number of parameters.
+linear map ``u⁺ = T u + S σ`` of the carried derivative u = (J_x, J_s, J_λ, J_ν, J_z, J_μ)
+and the parameter seed σ = (∂∇f, ∂b, ∂h, ∂lb, ∂ub); Alt-Diff converges to
+u* = (I − T)⁻¹ S σ. For a cotangent ū of u*, the parameter cotangent is σ̄ = Sᵀ w* with
+w* = Tᵀ w* + ū, found by iterating ``w ← Tᵀ w + ū``. ``Tᵀ`` and ``Sᵀ`` are the transpose
+of the very step the forward recursion runs (taken by ``jax.vjp`` of that step, so the
+two cannot drift apart); each iteration costs one primal iteration with the forward's
+factorisation, whatever the number of parameters.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._admm import Iterate, inf_norm
-from ._jacobian import Seeds, active_margin, jacobian_step
+from ._iterate import Iterate, Seeds, all_finite, inf_norm
+from ._jacobian import jacobian_step
 from ._problem import Constraints
 from ._solution import Status
 
@@ -27,21 +27,18 @@ _RUNNING = -1
 
 
 class AdjointInfo(NamedTuple):
-    """Diagnostics of the backward iteration.
+    """Diagnostics of the backward pass.
 
     Attributes:
         status: int32 ``()``: ``SOLVED``, ``MAX_ITER`` or ``NONFINITE``.
-        iterations: int32 ``()``, transposed iterations run.
+        iterations: int32 ``()``, transposed iterations run (0 for ``"kkt"``; the forward
+            loop's for ``"altdiff"``, whose Jacobians converged in it).
         change: ``()``, the largest ``‖w_k − w_{k−1}‖∞ / (1 + ‖w_k‖∞)`` over the blocks.
     """
 
     status: jax.Array
     iterations: jax.Array
     change: jax.Array
-
-
-def _column(v: jax.Array) -> jax.Array:
-    return v[:, None]
 
 
 def adjoint_vjp(
@@ -54,24 +51,22 @@ def adjoint_vjp(
     tol: jax.Array,
     max_iter: int,
 ) -> tuple[Seeds, AdjointInfo]:
-    """Pull a cotangent of (x, s, λ, ν) back to the seeds (∂∇f, ∂b, ∂h), all in the
-    solver's (scaled) variables, by the transposed recursion at the solution ``z``.
+    """Pull a cotangent of (x, s, λ, ν, z, μ) back to the seeds, all in the solver's
+    (scaled) variables, by the transposed recursion at the solution ``z``.
 
     Returns:
-        ``(σ̄, info)``: σ̄ as :class:`Seeds` of vectors ``(n,)``, ``(p,)``, ``(m,)``.
+        ``(σ̄, info)``: σ̄ as :class:`Seeds` of vectors.
     """
-
-    margin = active_margin(constraints, tol)
 
     def step(u: Iterate, sigma: Seeds) -> Iterate:
         # One column of eqs. (5ga)–(5gd) with the mask of the solution (z_old = z_new = z).
-        J = Iterate(*map(_column, u))
-        seeds = Seeds(*map(_column, sigma))
-        J_next = jacobian_step(objective, constraints, seeds, z, z, J, rho, alpha, margin)
+        J = Iterate(*(v[:, None] for v in u))
+        seeds = Seeds(*(v[:, None] for v in sigma))
+        J_next = jacobian_step(objective, constraints, seeds, z, z, J, rho, alpha, tol)
         return Iterate(*(v[:, 0] for v in J_next))
 
     zeros_u = Iterate(*(jnp.zeros_like(v) for v in z))
-    zeros_sigma = Seeds(jnp.zeros_like(z.x), jnp.zeros_like(z.lam), jnp.zeros_like(z.nu))
+    zeros_sigma = Seeds(*(jnp.zeros_like(v) for v in (z.x, z.lam, z.nu, z.z, z.z)))
     _, transpose = jax.vjp(step, zeros_u, zeros_sigma)
 
     def body(carry):
@@ -79,10 +74,9 @@ def adjoint_vjp(
         T_w, _ = transpose(w)
         w_new = Iterate(*(a + b for a, b in zip(T_w, cotangent)))
         change = jnp.max(jnp.stack([inf_norm(a - b) / (1 + inf_norm(a)) for a, b in zip(w_new, w)]))
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in w_new]))
         iteration = iteration + 1
         status = jnp.where(
-            ~finite,
+            ~all_finite(w_new),
             Status.NONFINITE,
             jnp.where(change <= tol, Status.SOLVED, jnp.where(iteration >= max_iter, Status.MAX_ITER, _RUNNING)),
         ).astype(jnp.int32)

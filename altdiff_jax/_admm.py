@@ -1,5 +1,5 @@
-"""One ADMM iteration (paper eqs. 5a–5d, with over-relaxation), residuals and
-infeasibility certificates."""
+"""One ADMM iteration (paper eqs. 5a–5d, with over-relaxation and a bound block),
+residuals with the duality gap, and infeasibility certificates."""
 
 from __future__ import annotations
 
@@ -8,28 +8,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._iterate import Iterate, inf_norm
+from ._objective import EQUALITY_WEIGHT, support
 from ._problem import Constraints
-
-
-class Iterate(NamedTuple):
-    """ADMM iterate, or (with a trailing column axis) its Jacobian.
-
-    Attributes:
-        x: ``(n,)`` primal, or ``(n, k)`` for a Jacobian with k columns.
-        s: ``(m,)`` slack of ``Gx + s = h``.
-        lam: ``(p,)`` equality multiplier λ.
-        nu: ``(m,)`` inequality multiplier ν.
-    """
-
-    x: jax.Array
-    s: jax.Array
-    lam: jax.Array
-    nu: jax.Array
-
-
-def inf_norm(v: jax.Array) -> jax.Array:
-    """‖v‖∞, defined as 0 for an empty array (an absent constraint block)."""
-    return jnp.max(jnp.abs(v), initial=0.0)
 
 
 def relaxed_Gx(constraints: Constraints, Gx: jax.Array, s: jax.Array, alpha) -> jax.Array:
@@ -43,30 +24,57 @@ def slack_argument(constraints: Constraints, Gx_hat: jax.Array, nu: jax.Array, r
 
 
 def admm_step(objective, constraints: Constraints, z: Iterate, rho, alpha) -> Iterate:
-    """One iteration of paper eqs. (5a)–(5d), Gauss–Seidel order, relaxed by α."""
-    A, b, G, h = constraints
-    # (5a) x⁺ = argmin L(x, s, λ, ν): ∇f(x⁺) + Aᵀ(λ + ρ(Ax⁺ − b)) + Gᵀ(ν + ρ(Gx⁺ + s − h)) = 0
-    r = A.T @ (z.lam - rho * b) + G.T @ (z.nu + rho * (z.s - h))
+    """One iteration of paper eqs. (5a)–(5d), Gauss–Seidel order, relaxed by α.
+
+    The bound block lb <= x <= ub is the same splitting with the identity for G and a
+    two-sided projection: its copy z_B of x and multiplier μ follow (5b)/(5d) with
+    s = ub − z_B (upper side) and z_B − lb (lower side) merged into one clip.
+    """
+    A, b, G, h, lb, ub = constraints
+    rho_eq = EQUALITY_WEIGHT * rho
+    # (5a) x⁺ = argmin L(x, s, λ, ν) + σ/2‖x − xᵏ‖²:
+    # ∇f(x⁺) + σ(x⁺ − xᵏ) + Aᵀ(λ + ρ(Ax⁺ − b)) + Gᵀ(ν + ρ(Gx⁺ + s − h)) + f(μ + ρ(x⁺ − z_B)) = 0
+    r = A.rmv(z.lam - rho_eq * b) + G.rmv(z.nu + rho * (z.s - h))
+    if constraints.bounded:
+        r = r + constraints.bound_rows() * (z.mu - rho * z.z)
     x = objective.x_update(z.x, r, rho)
-    Gx_hat = relaxed_Gx(constraints, G @ x, z.s, alpha)
+    Gx_hat = relaxed_Gx(constraints, G.mv(x), z.s, alpha)
     # (5b) s⁺ = max(0, −ν/ρ − (Gx̂ − h))
-    s = jnp.maximum(0.0, slack_argument(constraints, Gx_hat, z.nu, rho))
+    argument = slack_argument(constraints, Gx_hat, z.nu, rho)
+    s = jnp.maximum(0.0, argument)
     # (5c) λ⁺ = λ + ρ(Ax̂ − b), Ax̂ = αAx⁺ + (1 − α)b
-    lam = z.lam + rho * alpha * (A @ x - b)
-    # (5d) ν⁺ = ν + ρ(Gx̂ + s⁺ − h)
-    nu = z.nu + rho * (Gx_hat + s - h)
-    return Iterate(x, s, lam, nu)
+    lam = z.lam + rho_eq * alpha * (A.mv(x) - b)
+    # (5d) ν⁺ = ν + ρ(Gx̂ + s⁺ − h) = ρ(s⁺ − argument): written so, ν⁺ >= 0 exactly
+    nu = rho * (s - argument)
+    z_B, mu = z.z, z.mu
+    if constraints.bounded:
+        # Bound block: v = x̂ + μ/ρ, z_B⁺ = Π_[lb, ub](v), μ⁺ = μ + ρ(x̂ − z_B⁺) = ρ(v − z_B⁺),
+        # with x̂ = αx⁺ + (1 − α)z_B; written so, μ⁺ is exactly 0 between the bounds and
+        # never points along an infinite side.
+        v = alpha * x + (1.0 - alpha) * z.z + z.mu / rho
+        z_B = jnp.clip(v, lb, ub)
+        mu = rho * (v - z_B)
+    return Iterate(x, s, lam, nu, z_B, mu)
 
 
 class Residuals(NamedTuple):
-    """Residuals in the user's scaling, their OSQP-style scales, and the same ratio in
-    the solver's scaling (which drives the adaptive ρ)."""
+    """Residuals and duality gap in the user's scaling, their tolerance scales, and the
+    primal/dual balance in the solver's scaling (which drives the adaptive ρ)."""
 
     primal: jax.Array
     dual: jax.Array
+    gap: jax.Array
     primal_scale: jax.Array
     dual_scale: jax.Array
+    gap_scale: jax.Array
     scaled_balance: jax.Array  # (r_prim / scale) / (r_dual / scale), scaled space
+
+    def merit(self, tol: jax.Array) -> jax.Array:
+        """The largest of the three ratios residual / (tol (1 + scale)); <= 1 is converged."""
+        return jnp.maximum(
+            jnp.maximum(self.primal / (tol * (1 + self.primal_scale)), self.dual / (tol * (1 + self.dual_scale))),
+            self.gap / (tol * (1 + self.gap_scale)),
+        )
 
 
 def _max_norm(*vectors) -> jax.Array:
@@ -74,48 +82,89 @@ def _max_norm(*vectors) -> jax.Array:
 
 
 def residuals(objective, constraints: Constraints, z: Iterate, scaling) -> Residuals:
-    """Primal ‖(Ax − b, Gx + s − h)‖∞ and dual ‖∇f(x) + Aᵀλ + Gᵀν‖∞ of the user's problem,
-    computed from the scaled iterate through the diagonal maps of ``scaling``."""
-    A, b, G, h = constraints
+    """Primal ‖(Ax − b, Gx + s − h, x − z_B)‖∞, dual ‖∇f(x) + Aᵀλ + Gᵀν + μ‖∞ and the
+    duality gap |f(x) − d(λ, ν, μ)| of the user's problem, computed from the scaled
+    iterate through the diagonal maps of ``scaling``.
+
+    The scales follow OSQP (‖Ax‖, ‖b‖, ‖Gx‖, ‖h − s‖, ‖x_B‖ for the primal, the terms of
+    the gradient of the Lagrangian for the dual), so a huge right-hand side of an
+    inactive row does not loosen the test; the gap is relative to the objective
+    (Clarabel's rule), which is what makes SOLVED mean optimal, not only nearly feasible.
+    """
+    A, b, G, h, lb, ub = constraints
     D, E_A, E_G, c = scaling
-    Ax, Gx = A @ z.x, G @ z.x
-    grad, At_lam, Gt_nu = objective.gradient(z.x), A.T @ z.lam, G.T @ z.nu
-    eq, ineq, stat = Ax - b, Gx + z.s - h, grad + At_lam + Gt_nu
-    primal = jnp.maximum(inf_norm(eq / E_A), inf_norm(ineq / E_G))
+    Ax, Gx = A.mv(z.x), G.mv(z.x)
+    grad, At_lam, Gt_nu = objective.gradient(z.x), A.rmv(z.lam), G.rmv(z.nu)
+    eq, ineq = Ax - b, Gx + z.s - h
+    stat = grad + At_lam + Gt_nu
+    primal_terms = [eq / E_A, ineq / E_G]
+    scale_terms = [Ax / E_A, b / E_A, Gx / E_G, (h - z.s) / E_G]
+    dual_terms = [grad / D, At_lam / D, Gt_nu / D]
+    scaled_primal_terms, scaled_scale_terms = [eq, ineq], [Ax, b, Gx, h - z.s]
+    if constraints.bounded:
+        f = constraints.bound_rows()
+        stat = stat + z.mu
+        bound_gap = f * (z.x - z.z)
+        primal_terms.append(D * bound_gap)
+        scale_terms += [f * D * z.x, f * D * z.z]
+        dual_terms.append(z.mu / D)
+        scaled_primal_terms.append(bound_gap)
+        scaled_scale_terms += [f * z.x, f * z.z]
+    primal = _max_norm(*primal_terms)
     dual = inf_norm(stat / D) / c
-    primal_scale = _max_norm(Ax / E_A, b / E_A, Gx / E_G, z.s / E_G, h / E_G)
-    dual_scale = _max_norm(grad / D, At_lam / D, Gt_nu / D) / c
+    primal_scale = _max_norm(*scale_terms)
+    dual_scale = _max_norm(*dual_terms) / c
+    gap, gap_scale = jnp.zeros((), z.x.dtype), jnp.zeros((), z.x.dtype)
+    dual_value = objective.dual_objective(z.lam, z.nu, z.mu, constraints, z.x)
+    if dual_value is not None:
+        primal_value = objective.value(z.x)
+        gap = jnp.abs(primal_value - dual_value) / c
+        gap = jnp.where(jnp.isnan(gap), jnp.inf, gap)
+        gap_scale = jnp.minimum(jnp.abs(primal_value), jnp.abs(dual_value)) / c
     tiny = jnp.finfo(z.x.dtype).tiny
-    scaled_primal = jnp.maximum(inf_norm(eq), inf_norm(ineq)) / (_max_norm(Ax, b, Gx, z.s, h) + tiny)
-    scaled_dual = inf_norm(stat) / (_max_norm(grad, At_lam, Gt_nu) + tiny)
+    scaled_primal = _max_norm(*scaled_primal_terms) / (_max_norm(*scaled_scale_terms) + tiny)
+    scaled_dual_terms = [grad, At_lam, Gt_nu] + ([z.mu] if constraints.bounded else [])
+    scaled_dual = inf_norm(stat) / (_max_norm(*scaled_dual_terms) + tiny)
     balance = scaled_primal / (scaled_dual + tiny)
-    return Residuals(primal, dual, primal_scale, dual_scale, balance)
+    return Residuals(primal, dual, gap, primal_scale, dual_scale, gap_scale, balance)
 
 
-def primal_infeasible(constraints: Constraints, d_lam, d_nu, scaling, tol) -> jax.Array:
-    """Farkas certificate from successive dual differences (δλ, δν), OSQP-style:
-    ‖Aᵀδλ + Gᵀδν‖∞ <= tol ‖δy‖∞, bᵀδλ + hᵀδν < −tol ‖δy‖∞ and δν >= −tol ‖δy‖∞,
-    all in the user's scaling."""
-    A, b, G, h = constraints
+def primal_infeasible(constraints: Constraints, d: Iterate, scaling, tol) -> jax.Array:
+    """Farkas certificate from successive dual differences δy = (δλ, δν, δμ), OSQP-style:
+    ‖Aᵀδλ + Gᵀδν + δμ‖∞ <= tol ‖δy‖∞, bᵀδλ + hᵀδν + max_{lb<=z<=ub} δμᵀz < −tol ‖δy‖∞
+    and δν >= −tol ‖δy‖∞, all in the user's scaling (``d`` is the difference of two
+    scaled iterates)."""
+    A, b, G, h, lb, ub = constraints
     D, E_A, E_G, c = scaling
-    # Unscaled differences are E δỹ / c; c cancels from every homogeneous test.
-    size = jnp.maximum(inf_norm(E_A * d_lam), inf_norm(E_G * d_nu))
-    normal = inf_norm((A.T @ d_lam + G.T @ d_nu) / D)
-    support = b @ d_lam + h @ d_nu
-    sign_ok = jnp.min(E_G * d_nu, initial=0.0) >= -tol * size
-    return (size > 0) & (normal <= tol * size) & (support < -tol * size) & sign_ok
+    # Unscaled differences are E δỹ / c (and δμ̃ / (cD)); c cancels from every homogeneous test.
+    sizes = [inf_norm(E_A * d.lam), inf_norm(E_G * d.nu)]
+    normal = A.rmv(d.lam) + G.rmv(d.nu)
+    value = b @ d.lam + h @ d.nu
+    if constraints.bounded:
+        sizes.append(inf_norm(d.mu / D))
+        normal = normal + d.mu
+        value = value + support(d.mu, lb, ub)
+    size = jnp.max(jnp.stack(sizes))
+    sign_ok = jnp.min(E_G * d.nu, initial=0.0) >= -tol * size
+    return (size > 0) & (inf_norm(normal / D) <= tol * size) & (value < -tol * size) & sign_ok
 
 
 def dual_infeasible(objective, constraints: Constraints, x, d_x, scaling, tol) -> jax.Array:
     """Unboundedness certificate from successive primal differences δx, OSQP-style:
-    ‖Pδx‖∞ <= tol ‖δx‖∞, qᵀδx < −tol ‖δx‖∞, Aδx = 0 and Gδx <= 0 up to tol ‖δx‖∞."""
-    A, _, G, _ = constraints
+    ‖Pδx‖∞ <= tol ‖δx‖∞, qᵀδx < −tol ‖δx‖∞, Aδx = 0, Gδx <= 0 and δx in the recession
+    cone of [lb, ub] (δx_i <= 0 where ub_i is finite, >= 0 where lb_i is), up to tol ‖δx‖∞."""
+    A, _, G, _, lb, ub = constraints
     D, E_A, E_G, c = scaling
     size = inf_norm(D * d_x)
     curvature = inf_norm(objective.hessian_vector(x, d_x) / D) / c
     descent = objective.recession_slope(d_x) / c  # qᵀδx for a QP
-    equalities = inf_norm(A @ d_x / E_A)
-    inequalities = jnp.max(G @ d_x / E_G, initial=0.0)
+    equalities = inf_norm(A.mv(d_x) / E_A)
+    inequalities = jnp.max(G.mv(d_x) / E_G, initial=0.0)
+    if constraints.bounded:
+        user = D * d_x
+        above = jnp.max(jnp.where(jnp.isfinite(ub), user, -jnp.inf), initial=0.0)
+        below = jnp.max(jnp.where(jnp.isfinite(lb), -user, -jnp.inf), initial=0.0)
+        inequalities = jnp.maximum(inequalities, jnp.maximum(above, below))
     return (
         (size > 0)
         & (curvature <= tol * size)

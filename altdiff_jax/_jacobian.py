@@ -1,4 +1,5 @@
-"""One Alt-Diff Jacobian iteration (paper eqs. 5ga–5gd), run beside the ADMM step."""
+"""One Alt-Diff Jacobian iteration (paper eqs. 5ga–5gd), run beside the ADMM step, and
+the active sets that freeze it at a solution."""
 
 from __future__ import annotations
 
@@ -7,53 +8,61 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._admm import Iterate, relaxed_Gx, slack_argument
+from ._admm import relaxed_Gx, slack_argument
+from ._iterate import Iterate, Seeds
+from ._objective import EQUALITY_WEIGHT
 from ._problem import Constraints
 
 
-class Seeds(NamedTuple):
-    """Derivatives of the problem data with respect to the k carried parameters.
+def active_margin(values: jax.Array, tol) -> jax.Array:
+    """tol·(1 + |value|): a constraint within this of switching is treated as active.
 
-    Attributes:
-        grad: ``(n, k)`` ∂_θ∇f; for a QP, the block of I_n on the columns of q.
-        b: ``(p, k)`` ∂_θb; I_p on the columns of b.
-        h: ``(m, k)`` ∂_θh; I_m on the columns of h.
+    Strictly complementary constraints are far from it at the solution; a weakly active
+    one (slack and multiplier both 0) has no unique derivative, and the margin makes its
+    tie-break deterministic (active) instead of a matter of round-off."""
+    return tol * (1.0 + jnp.abs(values))
+
+
+class ActiveSet(NamedTuple):
+    """Which constraints hold with equality: ``inequality (m,)``, ``upper (nb,)`` and
+    ``lower (nb,)`` booleans (equalities always do)."""
+
+    inequality: jax.Array
+    upper: jax.Array
+    lower: jax.Array
+
+
+def bound_sides(constraints: Constraints, v: jax.Array, tol) -> tuple[jax.Array, jax.Array]:
+    """Which bounds the projection Π_[lb, ub](v) lands on, with the weak-activity margin.
+
+    Returns:
+        ``(upper, lower)`` booleans ``(nb,)``: v >= ub − margin, or v <= lb + margin (a
+        variable with lb = ub counts on the side v is further beyond).
     """
+    lb, ub = constraints.lb, constraints.ub
+    finite_u, finite_l = jnp.isfinite(ub), jnp.isfinite(lb)
+    ub_f, lb_f = jnp.where(finite_u, ub, 0.0), jnp.where(finite_l, lb, 0.0)
+    upper = finite_u & (v >= ub_f - active_margin(ub_f, tol))
+    lower = finite_l & (v <= lb_f + active_margin(lb_f, tol))
+    upper = upper & (~lower | (v - ub_f >= lb_f - v))
+    return upper, lower & ~upper
 
-    grad: jax.Array
-    b: jax.Array
-    h: jax.Array
 
+def active_set(constraints: Constraints, slack: jax.Array, nu, x, mu, rho, tol) -> ActiveSet:
+    """The active set at a (near-)solution: inequality i is active iff s_i − ν_i/ρ is
+    within the margin of 0 (the Alt-Diff mask of eq. 5gb at its fixed point: it treats a
+    weakly active constraint as active); a bound is active iff x + μ/ρ projects onto it.
 
-def parameter_seeds(n: int, p: int, m: int, wrt: tuple[bool, bool, bool], dtype) -> Seeds:
-    """Seeds for the columns of q, b and h, each block present only if carried.
-
-    Args:
-        wrt: whether to carry columns for (q, b, h), in that column order.
+    Applied to a point that is not a fixed point (a polished one, with ``slack = h − Gx``),
+    this is the primal-dual active-set rule: a violated inactive row, or a positive bound
+    overshoot, joins; a row with a wrong-signed multiplier leaves.
     """
-    sizes = [size if carried else 0 for size, carried in zip((n, p, m), wrt)]
-    k = sum(sizes)
-    blocks, offset = [], 0
-    for rows, size in zip((n, p, m), sizes):
-        block = jnp.zeros((rows, k), dtype)
-        if size:
-            block = block.at[:, offset : offset + size].set(jnp.eye(rows, dtype=dtype))
-        blocks.append(block)
-        offset += size
-    return Seeds(*blocks)
-
-
-def active_margin(constraints: Constraints, tol) -> jax.Array:
-    """``(m,)`` tol·(1 + |h|): a constraint whose slack-update argument −ν/ρ + s is within
-    this of 0 is treated as active. Strictly complementary constraints are far from
-    it at the solution; a weakly active one (s = ν = 0) has no unique derivative, and
-    this makes its tie-break deterministic instead of a matter of round-off."""
-    return tol * (1.0 + jnp.abs(constraints.h))
-
-
-def zero_jacobian(z: Iterate, k: int) -> Iterate:
-    """The paper's initial Jacobians: all zero, with k columns."""
-    return Iterate(*(jnp.zeros(v.shape + (k,), v.dtype) for v in z))
+    inequality = slack - nu / rho <= active_margin(constraints.h, tol)
+    if constraints.bounded:
+        upper, lower = bound_sides(constraints, x + mu / rho, tol)
+    else:
+        upper = lower = jnp.zeros((0,), bool)
+    return ActiveSet(inequality, upper, lower)
 
 
 def jacobian_step(
@@ -65,27 +74,40 @@ def jacobian_step(
     J: Iterate,
     rho,
     alpha,
-    margin,
+    tol,
 ) -> Iterate:
-    """Differentiate the ADMM step ``z_old -> z_new`` (eqs. 5a–5d with relaxation α): ``J -> J⁺``.
+    """Differentiate the ADMM step ``z_old -> z_new`` (eqs. 5a–5d with relaxation α and
+    the bound block): ``J -> J⁺``.
 
     ρ is held constant within the step (an adaptive ρ changes the transient, not the
-    fixed point, which is the differentiated KKT system: math note §4). ``margin``
-    ``(m,)`` is the tie-break of weakly active constraints (see :func:`active_margin`).
+    fixed point, which is the differentiated KKT system: math note §4). ``tol`` sets
+    the tie-break of weakly active constraints (see :func:`active_margin`).
     """
-    A, _, G, _ = constraints
-    # (5ga) J_x⁺ = −H⁻¹ (∂_θ∇f + Aᵀ(J_λ − ρ∂_θb) + Gᵀ(J_ν + ρ(J_s − ∂_θh)))
-    R = A.T @ (J.lam - rho * seeds.b) + G.T @ (J.nu + rho * (J.s - seeds.h))
-    J_x = objective.jacobian_x_update(z_new.x, seeds.grad, R, rho)
+    A, _, G, _, _, _ = constraints
+    rho_eq = EQUALITY_WEIGHT * rho
+    # (5ga) J_x⁺ = H⁻¹ (σJ_x − ∂_θ∇f − Aᵀ(J_λ − ρ∂_θb) − Gᵀ(J_ν + ρ(J_s − ∂_θh)) − f(J_μ − ρJ_z))
+    R = A.rmv(J.lam - rho_eq * seeds.b) + G.rmv(J.nu + rho * (J.s - seeds.h))
+    if constraints.bounded:
+        R = R + constraints.bound_rows()[:, None] * (J.mu - rho * J.z)
+    J_x = objective.jacobian_x_update(z_new.x, J.x, seeds.grad, R, rho)
     # Relaxation: ∂(Gx̂) = α G J_x⁺ + (1 − α)(∂_θh − J_s)
-    J_Gx_hat = alpha * (G @ J_x) + (1.0 - alpha) * (seeds.h - J.s)
+    J_Gx_hat = alpha * G.mv(J_x) + (1.0 - alpha) * (seeds.h - J.s)
     # (5gb) J_s⁺ = D⁺ (−J_ν/ρ − ∂(Gx̂) + ∂_θh), D⁺ = diag(1[s⁺ > margin]); a weakly
     # active constraint (argument within the margin of 0) is treated as active.
-    Gx_hat = relaxed_Gx(constraints, G @ z_new.x, z_old.s, alpha)
-    positive = slack_argument(constraints, Gx_hat, z_old.nu, rho) > margin
+    Gx_hat = relaxed_Gx(constraints, G.mv(z_new.x), z_old.s, alpha)
+    positive = slack_argument(constraints, Gx_hat, z_old.nu, rho) > active_margin(constraints.h, tol)
     J_s = jnp.where(positive[:, None], -J.nu / rho - J_Gx_hat + seeds.h, 0.0)
     # (5gc) J_λ⁺ = J_λ + ρα(A J_x⁺ − ∂_θb)
-    J_lam = J.lam + rho * alpha * (A @ J_x - seeds.b)
+    J_lam = J.lam + rho_eq * alpha * (A.mv(J_x) - seeds.b)
     # (5gd) J_ν⁺ = J_ν + ρ(∂(Gx̂) + J_s⁺ − ∂_θh)
     J_nu = J.nu + rho * (J_Gx_hat + J_s - seeds.h)
-    return Iterate(J_x, J_s, J_lam, J_nu)
+    J_z, J_mu = J.z, J.mu
+    if constraints.bounded:
+        # Bound block, the same rules: with v = x̂ + μ/ρ, J_z⁺ = ∂_θ(bound) on an active
+        # side, else J_v;  J_μ⁺ = ρ(J_v − J_z⁺)
+        v = alpha * z_new.x + (1.0 - alpha) * z_old.z + z_old.mu / rho
+        upper, lower = bound_sides(constraints, v, tol)
+        J_v = alpha * J_x + (1.0 - alpha) * J.z + J.mu / rho
+        J_z = jnp.where(upper[:, None], seeds.ub, jnp.where(lower[:, None], seeds.lb, J_v))
+        J_mu = rho * (J_v - J_z)
+    return Iterate(J_x, J_s, J_lam, J_nu, J_z, J_mu)

@@ -1,124 +1,183 @@
-"""Exact derivatives of a QP solution by a dense KKT solve on the active set.
+"""The KKT system on an active set: solved exactly for polishing and for the ``kkt`` strategy.
 
-The reference Alt-Diff converges to (math note §4), computed the way OptNet does: one
-LU solve of the symmetric, indefinite KKT matrix restricted to the active constraints.
-Shapes stay fixed so that it runs under ``jit`` and ``vmap``: an inactive inequality is
-not removed, its row is replaced by ``d_ν_i = 0``, which decouples it from the rest.
+On an active set (equalities, the active rows G_a of G, the active bounds B_a), the
+solution and its derivative satisfy a linear system with the symmetric, indefinite matrix
 
-Active set: inequality i is active iff ``s_i <= ν_i``. This is the tie-break of the
-Alt-Diff recursion (eq. 5gb), which treats a weakly active constraint (``s_i = ν_i = 0``)
-as active.
+    K = [ H    Aᵀ   G_aᵀ   B_aᵀ ]        H = ∇²f(x) (P for a QP)
+        [ A    0    0      0    ]
+        [ G_a  0    −E_G   0    ]        E_G = diag(1 − a): an inactive row reads −y_i = r_i,
+        [ B_a  0    0      −E_B ]        which decouples it at a fixed shape (jit, vmap)
+
+Following OSQP's polish, K is solved through its regularisation K_δ (δ added to the
+H block, −δ to the active rows' diagonal), which is quasi-definite: eliminating y gives
+the positive definite normal matrix
+
+    H + δI + (AᵀA + G_aᵀG_a + diag(a_B)) / δ,
+
+a system of the engine's form (``_linalg``): diagonal plus rank one for the structured
+layers (O(n)), a Cholesky factor otherwise. A few steps of iterative refinement against
+the unregularised K then remove the O(δ) error, so the result is exact to round-off when
+K is nonsingular, and a regularised least-squares answer when it is not (degenerate
+active sets), judged afterwards by its residuals.
+
+In float32 the normal matrix of a dense problem is too ill-conditioned for Cholesky (its
+condition grows like ‖C‖²/(δ·λ_min(H)), past 1/eps for a few dozen active rows), so there
+a dense problem factors K_δ itself by LU with partial pivoting instead (condition about
+‖K‖/δ); float64 and the structured layers keep the cheaper normal form.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
+import numpy as np
 
+from ._iterate import Iterate, Seeds
+from ._jacobian import ActiveSet, active_set
+from ._linalg import Operator, factor_system, structured
 from ._problem import Constraints
 
+REFINEMENT_STEPS = 4
 
-def _kkt_system(
-    P: jax.Array, constraints: Constraints, s: jax.Array, nu: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """The fixed-shape KKT matrix and the 0/1 mask of active inequalities.
+
+def regularization(dtype) -> float:
+    """δ of the regularised system: √eps, 1.5e-8 in float64 and 3.5e-4 in float32,
+    so that the normal matrix stays well within the dtype's range."""
+    return float(jnp.finfo(dtype).eps) ** 0.5
+
+
+class KKTVector(NamedTuple):
+    """A right-hand side or solution of the reduced KKT system: ``x (n,)``, and one entry
+    per row: ``eq (p,)``, ``ineq (m,)``, ``bound (nb,)``."""
+
+    x: jax.Array
+    eq: jax.Array
+    ineq: jax.Array
+    bound: jax.Array
+
+    def __add__(self, other: "KKTVector") -> "KKTVector":  # type: ignore[override]
+        return KKTVector(*(a + b for a, b in zip(self, other)))
+
+    def __sub__(self, other: "KKTVector") -> "KKTVector":
+        return KKTVector(*(a - b for a, b in zip(self, other)))
+
+
+class _LU(NamedTuple):
+    """LU factors of the dense regularised K_δ (float32 dense problems)."""
+
+    lu: jax.Array
+    pivots: jax.Array
+
+
+def _regularized_lu(H: Operator, constraints: Constraints, a, a_B, delta) -> _LU:
+    """Assemble K_δ densely (rows in KKTVector order) and factor it by LU."""
+    A, G = constraints.A.dense(), constraints.G.dense()
+    n, p, m, nb = H.shape[0], A.shape[0], G.shape[0], a_B.shape[0]
+    dtype = a.dtype
+    # An inactive row reads −y_i = r_i; an active one G_i x − δ y_i = r_i.
+    row_diagonal = jnp.concatenate([jnp.full((p,), delta, dtype), delta * a + (1.0 - a), delta * a_B + (1.0 - a_B)])
+    bound_rows = jnp.diag(a_B) if constraints.bounded else jnp.zeros((0, n), dtype)
+    C = jnp.concatenate([A, a[:, None] * G, bound_rows])
+    K = jnp.block([[H.dense() + delta * jnp.eye(n, dtype=dtype), C.T], [C, -jnp.diag(row_diagonal)]])
+    del nb, m
+    return _LU(*jax.scipy.linalg.lu_factor(K))
+
+
+class ReducedKKT(NamedTuple):
+    """K on an active set, with the factor of its regularisation (see the module docstring).
+
+    Attributes:
+        H: ``(n, n)`` operator, the Hessian of the objective.
+        constraints: the constraints.
+        a: ``(m,)`` 1.0 on active inequalities.
+        a_B: ``(nb,)`` 1.0 on active bounds.
+        delta: ``()`` the regularisation δ.
+        factor: the factorisation of the normal matrix.
+    """
+
+    H: Operator
+    constraints: Constraints
+    a: jax.Array
+    a_B: jax.Array
+    delta: jax.Array
+    factor: object
+
+    @classmethod
+    def build(cls, H: Operator, constraints: Constraints, active: ActiveSet) -> "ReducedKKT":
+        dtype = constraints.b.dtype
+        n, p = H.shape[0], constraints.b.shape[0]
+        delta = jnp.asarray(regularization(dtype), dtype)
+        a = active.inequality.astype(dtype)
+        a_B = (active.upper | active.lower).astype(dtype)
+        if dtype == jnp.float32 and not structured(H, constraints.A, constraints.G):
+            return cls(H, constraints, a, a_B, delta, _regularized_lu(H, constraints, a, a_B, delta))
+        diagonal = delta + (a_B / delta if constraints.bounded else jnp.zeros((n,), dtype))
+        factor = factor_system(
+            H, diagonal, constraints.A, jnp.full((p,), 1.0 / delta, dtype), constraints.G, a / delta
+        )
+        return cls(H, constraints, a, a_B, delta, factor)
+
+    def apply(self, w: KKTVector) -> KKTVector:
+        """K w (unregularised)."""
+        A, G = self.constraints.A, self.constraints.G
+        x = self.H.mv(w.x) + A.rmv(w.eq) + G.rmv(self.a * w.ineq)
+        bound = w.bound
+        if self.constraints.bounded:
+            x = x + self.a_B * w.bound
+            bound = self.a_B * w.x - (1.0 - self.a_B) * w.bound
+        return KKTVector(x, A.mv(w.x), self.a * G.mv(w.x) - (1.0 - self.a) * w.ineq, bound)
+
+    def _solve_regularized(self, r: KKTVector) -> KKTVector:
+        A, G, delta = self.constraints.A, self.constraints.G, self.delta
+        if isinstance(self.factor, _LU):
+            sizes = [v.shape[0] for v in r]
+            w = jax.scipy.linalg.lu_solve((self.factor.lu, self.factor.pivots), jnp.concatenate(list(r)))
+            return KKTVector(*jnp.split(w, np.cumsum(sizes)[:-1].tolist()))
+        rhs = r.x + A.rmv(r.eq) / delta + G.rmv(self.a * r.ineq) / delta
+        if self.constraints.bounded:
+            rhs = rhs + self.a_B * r.bound / delta
+        x = self.factor.solve(rhs)
+        eq = (A.mv(x) - r.eq) / delta
+        ineq = jnp.where(self.a > 0, (G.mv(x) - r.ineq) / delta, -r.ineq)
+        bound = r.bound
+        if self.constraints.bounded:
+            bound = jnp.where(self.a_B > 0, (x - r.bound) / delta, -r.bound)
+        return KKTVector(x, eq, ineq, bound)
+
+    def solve(self, r: KKTVector) -> KKTVector:
+        """K⁻¹ r by the regularised factor and iterative refinement."""
+        w = self._solve_regularized(r)
+        for _ in range(REFINEMENT_STEPS):
+            w = w + self._solve_regularized(r - self.apply(w))
+        return w
+
+
+def solution_active_set(constraints: Constraints, z: Iterate, rho, tol) -> ActiveSet:
+    """The active set of a (near-)solution iterate in the solver's variables."""
+    return active_set(constraints, z.s, z.nu, z.z, z.mu, rho, tol)
+
+
+def kkt_vjp(objective, constraints: Constraints, z: Iterate, rho, tol, cotangent: Iterate) -> Seeds:
+    """Pull a cotangent of the solution back to the seeds (∂∇f, ∂b, ∂h, ∂lb, ∂ub) by one
+    solve with K at the solution's active set.
+
+    The outputs are linear in the seeds: ``K [dx; dλ; dν; dμ] = [−∂∇f; ∂b; a·∂h;
+    a_U·∂ub + a_L·∂lb]`` and ``ds = (1 − a)(∂h − G dx)`` (zero on active rows, as in eq.
+    5gb). K is symmetric, so one solve ``K w = [x̄ − Gᵀ((1 − a)s̄); λ̄; a·ν̄; a_B·μ̄]`` gives
+    every cotangent. All in the solver's scaled variables.
 
     Returns:
-        ``(K, active)``: ``K`` of shape ``(n + p + m, n + p + m)``,
-
-            [ P    Aᵀ   G_aᵀ     ]
-            [ A    0    0        ]      G_a = diag(active) G,
-            [ G_a  0    diag(1−a)]
-
-        symmetric, and ``active`` of shape ``(m,)`` as a float mask.
+        σ̄ as :class:`Seeds` of vectors ``(n,)``, ``(p,)``, ``(m,)``, ``(nb,)``, ``(nb,)``.
     """
-    A, _, G, _ = constraints
-    (p, n), (m, _) = A.shape, G.shape
-    active = (s <= nu).astype(P.dtype)
-    G_active = active[:, None] * G
-    K = jnp.block(
-        [
-            [0.5 * (P + P.T), A.T, G_active.T],
-            [A, jnp.zeros((p, p + m), P.dtype)],
-            [G_active, jnp.zeros((m, p), P.dtype), jnp.diag(1.0 - active)],
-        ]
-    )
-    return K, active
-
-
-def kkt_jacobians(
-    P: jax.Array,
-    q: jax.Array,
-    constraints: Constraints,
-    x: jax.Array,
-    lam: jax.Array,
-    nu: jax.Array,
-    s: jax.Array,
-) -> dict[str, jax.Array]:
-    """Exact Jacobians of x* with respect to q, b and h.
-
-    Args:
-        P: ``(n, n)`` quadratic cost (used through ``(P + Pᵀ)/2``).
-        q: ``(n,)`` linear cost (the Jacobians do not depend on it).
-        constraints: ``Constraints(A (p, n), b (p,), G (m, n), h (m,))``; an absent
-            block has zero rows.
-        x: ``(n,)`` solution (the Jacobians do not depend on it).
-        lam: ``(p,)`` equality multipliers (unused; kept for a uniform signature).
-        nu: ``(m,)`` inequality multipliers.
-        s: ``(m,)`` slack ``h − Gx`` of the solver.
-
-    Returns:
-        ``{"q": (n, n), "b": (n, p), "h": (n, m)}``: dx*/dq, dx*/db, dx*/dh; the columns
-        of inactive inequalities are zero.
-    """
-    del q, x, lam
-    K, active = _kkt_system(P, constraints, s, nu)
-    n, p, m = P.shape[0], constraints.b.shape[0], constraints.h.shape[0]
-    # Differentiating the KKT conditions: K [dx; dλ; dν] = [−dq; db; active · dh].
-    rhs = jax.scipy.linalg.block_diag(
-        -jnp.eye(n, dtype=P.dtype), jnp.eye(p, dtype=P.dtype), jnp.diag(active)
-    )
-    dx = jnp.linalg.solve(K, rhs)[:n]
-    return {"q": dx[:, :n], "b": dx[:, n : n + p], "h": dx[:, n + p :]}
-
-
-def kkt_vjp(
-    P: jax.Array,
-    q: jax.Array,
-    constraints: Constraints,
-    x: jax.Array,
-    lam: jax.Array,
-    nu: jax.Array,
-    s: jax.Array,
-    cotangents: Sequence[Optional[jax.Array]],
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Pull cotangents of the solution (x, s, λ, ν) back to q, b and h by one adjoint solve.
-
-    The outputs are linear in (dq, db, dh): ``K [dx; dλ; dν] = [−dq; db; active · dh]``
-    and ``ds = (1 − active) · (dh − G dx)`` (zero on active rows, as in eq. 5gb). So
-    one solve ``K w = [x̄ − Gᵀ((1 − active) s̄); λ̄; ν̄]`` gives every parameter's
-    cotangent. Gradients for P, A and G follow by :func:`data_gradients`.
-
-    Args:
-        P, q, constraints, x, lam, nu, s: as in :func:`kkt_jacobians`.
-        cotangents: ``(x̄ (n,), s̄ (m,), λ̄ (p,), ν̄ (m,))``, e.g. an
-            ``_admm.Iterate``; None stands for zero.
-
-    Returns:
-        ``(q̄ (n,), b̄ (p,), h̄ (m,))``.
-    """
-    del q, x, lam
-    K, active = _kkt_system(P, constraints, s, nu)
-    n, p, m = P.shape[0], constraints.b.shape[0], constraints.h.shape[0]
-    x_bar, s_bar, lam_bar, nu_bar = (
-        jnp.zeros(size, P.dtype) if bar is None else bar
-        for bar, size in zip(cotangents, (n, m, p, m))
-    )
-    inactive_s_bar = (1.0 - active) * s_bar
-    rhs = jnp.concatenate([x_bar - constraints.G.T @ inactive_s_bar, lam_bar, nu_bar])
-    w = jnp.linalg.solve(K, rhs)  # K is symmetric: its transpose solve is itself
-    w_x, w_lam, w_nu = jnp.split(w, [n, n + p])
-    return -w_x, w_lam, active * w_nu + inactive_s_bar
+    active = solution_active_set(constraints, z, rho, tol)
+    system = ReducedKKT.build(objective.hessian_operator(z.x), constraints, active)
+    a, a_B = system.a, system.a_B
+    inactive_s_bar = (1.0 - a) * cotangent.s
+    w = system.solve(KKTVector(
+        cotangent.x - constraints.G.rmv(inactive_s_bar), cotangent.lam, a * cotangent.nu, a_B * cotangent.mu
+    ))
+    upper, lower = (side.astype(a.dtype) for side in (active.upper, active.lower))
+    return Seeds(-w.x, w.eq, a * w.ineq + inactive_s_bar, lower * w.bound, upper * w.bound)

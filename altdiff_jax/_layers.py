@@ -1,40 +1,47 @@
 """The paper's layers beyond the QP (App. B.2, Table 3): sparsemax and softmax, constrained.
 
-Sparsemax layers: Euclidean projections onto the (capped) simplex.
+Each is one equality row 1ᵀx = 1 plus bounds, with a separable objective, so every
+linear system of the solve (x-update, Jacobian step, polishing, the ``kkt`` strategy)
+is a diagonal plus a rank-one matrix (``_linalg``): O(n) time and memory per problem and
+per carried column, no n × n array anywhere (``tests/test_layers_sparsemax.py``,
+``tests/test_layers_smooth.py`` inspect the jaxprs).
 
-Both are QPs with P = 2I, q = −2y, A = 1ᵀ, b = 1, and G = −I (sparsemax) or [I; −I]
-(constrained sparsemax), solved by the QP layer's custom_vjp. Their x-update matrix
-H(ρ) = 2I + ρ(11ᵀ + GᵀG) is a multiple of I plus a multiple of 11ᵀ, so the layers use
-:class:`~altdiff_jax._objective.IdentityPlusOnesQuadratic` (Sherman–Morrison, no
-factorisation) and no Ruiz equilibration (which would only rescale this structure).
+* Sparsemax layers: the QP with P = 2I (:class:`~altdiff_jax._linalg.Diagonal`),
+  q = −2y, A = 1ᵀ (:class:`~altdiff_jax._linalg.RowVector`), b = 1, 0 <= x (<= u),
+  through the QP layer's custom_vjp. Polishing (on by default) ends the solve on the
+  exact projection: the support is read off the iterate and the threshold τ solved
+  exactly, re-reading the support until it is consistent, so x is exactly on the
+  simplex and exactly sparse, and its gradient is the sparsemax Jacobian on the support.
+* Constrained softmax: −yᵀx + Σ xᵢ log xᵢ with 1ᵀx = 1, x <= u, by the smooth layer's
+  Newton x-update (the entropy's Hessian diag(1/x) is diagonal), polished by Newton on
+  the active set.
 
-y and u enter only through q = −2y and h = [u; 0]; P, A, b and G are constants built
-here, so JAX's chain rule takes the gradient of q and h from the solve and carries no
-Jacobian columns for the constants. Two exact reformulations keep the solver's data O(1)
-(see ``_simplex_qp``): y is shifted by max(y), and upper bounds above 1 are lowered.
+y is shifted by max(y) inside (exact on 1ᵀx = 1: the objective changes by a constant),
+so the solver's data are O(1) whatever the offset of y; λ is reported for the unshifted y.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
+from ._linalg import Dense, Diagonal, RowVector
+from ._objective import bound_diagonal
 from ._options import Options
+from ._problem import QP, Constraints
+from ._smooth import SmoothObjective, solve_smooth_objective
 from ._solution import Solution
-from ._smooth import entropy_objective, solve_smooth_objective
-from ._solve import _initial_iterate, _solve_qp
-
-_QUADRATIC = "identity_plus_ones"
-_LOOSE_BOUND = 2.0  # any value > 1: an upper bound that cannot bind on the simplex
+from ._solve import initial_iterate, raise_forward_mode, solve_qp
 
 
 def _as_vector(name: str, value, dtype=None, shape=None) -> jax.Array:
     array = jnp.asarray(value)
-    if not jnp.issubdtype(array.dtype, jnp.floating):
-        raise ValueError(f"{name} must have a floating dtype, got {array.dtype}")
+    if not jnp.issubdtype(array.dtype, jnp.floating) or array.dtype not in (jnp.float32, jnp.float64):
+        raise ValueError(f"{name} must have dtype float32 or float64, got {array.dtype}")
     if shape is None:
         if array.ndim != 1 or array.shape[0] < 1:
             raise ValueError(f"{name} must be a non-empty vector of shape (n,), got shape {array.shape}")
@@ -46,120 +53,101 @@ def _as_vector(name: str, value, dtype=None, shape=None) -> jax.Array:
     return array
 
 
-def _simplex_qp(
-    y: jax.Array,
-    G: jax.Array,
-    h: jax.Array,
-    options: Optional[Options],
-    init: Optional[Solution],
-    s_offset: Optional[jax.Array] = None,
-) -> Solution:
-    """Solve min ‖x − y‖² s.t. 1ᵀx = 1, Gx <= h with the structured quadratic.
+def _simplex_constraints(n: int, dtype, lb, ub) -> Constraints:
+    """1ᵀx = 1 as a :class:`RowVector`, no G, and the given bounds."""
+    return Constraints(
+        RowVector(jnp.ones((n,), dtype)), jnp.ones((1,), dtype), Dense(jnp.zeros((0, n), dtype)),
+        jnp.zeros((0,), dtype), lb, ub,
+    )
 
-    Two exact reformulations keep the data O(1), so that the solver's relative stopping
-    rule (tolerances scale with ‖q‖∞, ‖h‖∞ and the multipliers) does not loosen with
-    the size of the inputs:
 
-    * y is shifted by c = max(y): ‖x − y + c1‖² = ‖x − y‖² + 2c·1ᵀx + const, a constant
-      shift of the objective on 1ᵀx = 1, so x*, s* and ν* are unchanged and
-      λ*(y) = λ*(y − c1) + 2c. c is a constant of the derivative (stop_gradient): the
-      identity holds for every y at fixed c.
-    * the caller passes h with bounds above 1 already lowered (they cannot bind, as
-      x <= 1 on the simplex) and ``s_offset`` = (original h) − h, added back to s.
-    """
+def _options(options: Optional[Options]) -> Options:
     options = Options() if options is None else options
     if not isinstance(options, Options):
         raise ValueError(f"options must be an altdiff_jax.Options, got {type(options).__name__}")
-    (n,), (m,), dtype = y.shape, h.shape, y.dtype
+    return options
+
+
+def _simplex_qp(y: jax.Array, ub: jax.Array, options: Optional[Options], init: Optional[Solution], name: str) -> Solution:
+    """Solve min ‖x − y‖² s.t. 1ᵀx = 1, 0 <= x <= ub with the structured operators.
+
+    y is shifted by c = max(y): ‖x − y + c1‖² = ‖x − y‖² + 2c·1ᵀx + const, a constant on
+    1ᵀx = 1, so x* and μ* are unchanged and λ*(y) = λ*(y − c1) + 2c. c is a constant of
+    the derivative (stop_gradient): the identity holds for every y at fixed c.
+    """
+    options = _options(options)
+    (n,), dtype = y.shape, y.dtype
     shift = jax.lax.stop_gradient(jnp.max(y))
-    P = 2.0 * jnp.eye(n, dtype=dtype)
-    A, b = jnp.ones((1, n), dtype), jnp.ones((1,), dtype)
-    z0 = _initial_iterate(init, n, 1, m, dtype)
-    if init is not None:  # a previous Solution, in the reformulated problem's variables
+    constraints = _simplex_constraints(n, dtype, jnp.zeros((n,), dtype), ub)
+    data = QP(Diagonal(jnp.full((n,), 2.0, dtype)), -2.0 * (y - shift), *constraints)
+    z0 = initial_iterate(init, constraints, n, dtype)
+    if init is not None:
         z0 = z0._replace(lam=z0.lam - 2.0 * shift)
-        if s_offset is not None:  # where a bound was lowered, restart its slack from x
-            z0 = z0._replace(s=jnp.where(s_offset > 0, jnp.maximum(h - G @ z0.x, 0.0), z0.s))
-    structure = options.structure()._replace(quadratic=_QUADRATIC, scaling_iterations=0)
     try:
-        solution = _solve_qp(structure, P, -2.0 * (y - shift), A, b, G, h, options.numerics(dtype), z0)
+        solution = solve_qp(options.structure(), data, options.numerics(dtype), z0)
     except TypeError as error:
-        if "forward-mode" in str(error) or "jvp" in str(error):
-            raise TypeError(
-                "altdiff_jax sparsemax layers are reverse-mode differentiable only (jax.grad, "
-                "jax.vjp, jax.jacrev); jax.jvp and jax.jacfwd cannot pass their custom_vjp."
-            ) from error
-        raise
-    s = solution.s if s_offset is None else solution.s + s_offset
-    return solution._replace(s=s, lam=solution.lam + 2.0 * shift)
+        raise_forward_mode(error, name, "")
+    return solution._replace(lam=solution.lam + 2.0 * shift)
 
 
 def sparsemax(y: jax.Array, options: Optional[Options] = None, init: Optional[Solution] = None) -> Solution:
-    """Sparsemax: the Euclidean projection of y onto the probability simplex, by ADMM.
+    """Sparsemax: the Euclidean projection of y onto the probability simplex.
 
     x* = argmin_x ‖x − y‖²  s.t.  1ᵀx = 1,  x >= 0  (Martins & Astudillo, 2016), the QP
-    with P = 2I, q = −2y, A = 1ᵀ, b = 1, G = −I, h = 0. Follows :func:`solve`'s
-    conventions: a pure function (jit, vmap over a batch of y, ``jax.grad`` with
-    respect to y by the strategy of ``Options.differentiation``), a reported status,
-    and ``Options.tol`` truncating both the solution and its derivative. Each ADMM
-    iteration costs O(n) in its x-update (Sherman–Morrison), no factorisation. y is
-    shifted by max(y) inside (x* is invariant to it), so the accuracy at a given
-    ``tol`` depends on the spread of y, not on its offset.
+    with P = 2I, q = −2y, A = 1ᵀ, b = 1 and the lower bound 0, solved by ADMM with O(n)
+    iterations and polished to the exact projection (support and threshold τ exact to
+    round-off, ``tests/test_layers_sparsemax.py``). Follows :func:`solve`'s
+    conventions: a pure function (jit, vmap over a batch of y, ``jax.grad`` with respect
+    to y by the strategy of ``Options.differentiation``) with a reported status.
 
     Args:
-        y: ``(n,)`` scores, floating; x*'s dtype is y's.
-        options: :class:`Options`; ``None`` for the defaults. ``scaling_iterations`` is
-            ignored (the structured x-update runs on the unscaled problem).
+        y: ``(n,)`` scores, float32 or float64; x*'s dtype is y's.
+        options: :class:`Options`; ``None`` for the defaults. ``scaling_iterations`` and
+            ``factorization`` do not apply (the structured systems are solved exactly in
+            O(n) without equilibration).
         init: a previous :class:`Solution` of the same n to start from (warm start).
 
     Returns:
-        :class:`Solution` with ``x (n,)``, ``s (n,)`` = x (the slack of −x <= 0),
-        ``lam (1,)`` (multiplier of 1ᵀx = 1), ``nu (n,)`` (multipliers of x >= 0) and
-        ``info``; stationarity reads 2(x − y) + λ1 − ν = 0.
+        :class:`Solution` with ``x (n,)``, ``lam (1,)`` (multiplier of 1ᵀx = 1),
+        ``mu (n,)`` (bound multipliers: −(multiplier of x >= 0)), ``s``, ``nu`` of shape
+        ``(0,)``, and ``info``; stationarity reads 2(x − y) + λ1 + μ = 0.
 
     Raises:
-        ValueError: at trace time, if y is not a non-empty floating vector.
+        ValueError: at trace time, if y is not a non-empty float32/float64 vector.
 
     Examples:
         >>> import jax.numpy as jnp
         >>> from altdiff_jax import sparsemax
-        >>> sol = sparsemax(jnp.array([1.0, 0.5, -1.0]))
-        >>> [round(float(v), 2) + 0.0 for v in sol.x]  # + 0.0 prints −0.0 as 0.0
+        >>> sol = sparsemax(jnp.array([1.0, 0.5, -1.0]))  # float32 unless x64 is on
+        >>> [round(float(v), 6) for v in sol.x]  # exactly sparse: the last entry is 0.0
         [0.75, 0.25, 0.0]
         >>> int(sol.info.status)  # Status.SOLVED
         0
     """
     y = _as_vector("y", y)
-    n, dtype = y.shape[0], y.dtype
-    G, h = -jnp.eye(n, dtype=dtype), jnp.zeros((n,), dtype)
-    return _simplex_qp(y, G, h, options, init)
+    return _simplex_qp(y, jnp.full(y.shape, jnp.inf, y.dtype), options, init, "sparsemax")
 
 
 def constrained_sparsemax(
     y: jax.Array, u: jax.Array, options: Optional[Options] = None, init: Optional[Solution] = None
 ) -> Solution:
-    """Constrained sparsemax: the projection of y onto the simplex capped at u, by ADMM.
+    """Constrained sparsemax: the projection of y onto the simplex capped at u.
 
-    x* = argmin_x ‖x − y‖²  s.t.  1ᵀx = 1,  0 <= x <= u  (Malaviya et al., 2018), the QP
-    with P = 2I, q = −2y, A = 1ᵀ, b = 1, G = [I; −I], h = [u; 0]. Same conventions as
-    :func:`sparsemax`; ``jax.grad`` gives gradients with respect to y and u (only the
-    Jacobian columns of the arguments being differentiated are carried).
-
-    The problem is feasible iff u >= 0 and 1ᵀu >= 1; otherwise the status is
-    ``PRIMAL_INFEASIBLE`` (and the gradient zero). u_i = ∞ means no upper bound: any
-    bound above 1 cannot bind (x <= 1 on the simplex), so it is lowered inside to keep
-    the solver's relative tolerances independent of its size, and its slack
-    s_i = u_i − x_i is reported in the user's terms.
+    x* = argmin_x ‖x − y‖²  s.t.  1ᵀx = 1,  0 <= x <= u  (Malaviya et al., 2018). Same
+    conventions and exactness as :func:`sparsemax`; ``jax.grad`` gives gradients with
+    respect to y and u. The problem is feasible iff u >= 0 and 1ᵀu >= 1; otherwise the
+    status is ``PRIMAL_INFEASIBLE`` (and the gradient zero). ``u_i = inf`` means no
+    upper bound on x_i.
 
     Args:
-        y: ``(n,)`` scores, floating.
+        y: ``(n,)`` scores, float32 or float64.
         u: ``(n,)`` upper bounds, same shape and dtype as y.
-        options: :class:`Options`; ``None`` for the defaults. ``scaling_iterations`` is
-            ignored.
+        options: :class:`Options`; ``None`` for the defaults.
         init: a previous :class:`Solution` of the same n to start from (warm start).
 
     Returns:
-        :class:`Solution` with ``x (n,)``, ``s (2n,)`` = [u − x; x], ``lam (1,)``,
-        ``nu (2n,)`` = [multipliers of x <= u; multipliers of x >= 0] and ``info``.
+        :class:`Solution` with ``x (n,)``, ``lam (1,)``, ``mu (n,)`` (bound multipliers:
+        >= 0 where x = u, <= 0 where x = 0), and ``info``.
 
     Raises:
         ValueError: at trace time, if y is not a non-empty floating vector or u does
@@ -170,20 +158,22 @@ def constrained_sparsemax(
         >>> from altdiff_jax import constrained_sparsemax
         >>> sol = constrained_sparsemax(jnp.array([1.0, 0.5, -1.0]),
         ...                             jnp.array([0.5, 0.5, 0.5]))
-        >>> [round(float(v), 2) + 0.0 for v in sol.x]
+        >>> [round(v, 12) for v in sol.x.tolist()]  # exact up to round-off
         [0.5, 0.5, 0.0]
     """
     y = _as_vector("y", y)
     u = _as_vector("u", u, y.dtype, y.shape)
-    n, dtype = y.shape[0], y.dtype
-    eye = jnp.eye(n, dtype=dtype)
-    G = jnp.concatenate([eye, -eye], axis=0)
-    # x <= 1 on the simplex: a bound above 1 never binds, lower it to _LOOSE_BOUND (> 1,
-    # so that it is never even weakly active) and add the difference back to its slack.
-    bound = jnp.minimum(u, _LOOSE_BOUND)
-    h = jnp.concatenate([bound, jnp.zeros((n,), dtype)])
-    s_offset = jnp.concatenate([u - bound, jnp.zeros((n,), dtype)])
-    return _simplex_qp(y, G, h, options, init, s_offset)
+    return _simplex_qp(y, u, options, init, "constrained_sparsemax")
+
+
+def negative_entropy_objective(x: jax.Array, y: jax.Array) -> jax.Array:
+    """−yᵀx + Σ xᵢ log xᵢ: the constrained softmax's objective (paper App. B.2)."""
+    return -y @ x + jnp.sum(jax.scipy.special.xlogy(x, x))
+
+
+def _entropy_objective(floor: float, y, constraints: Constraints, sigma) -> SmoothObjective:
+    f = bound_diagonal(constraints, y.shape[0], y.dtype)
+    return SmoothObjective(negative_entropy_objective, True, floor, y, constraints.A, constraints.G, f, sigma)
 
 
 def constrained_softmax(
@@ -195,25 +185,24 @@ def constrained_softmax(
     """Constrained softmax (Martins & Kreutzer 2017): argmin −yᵀx + Σ xᵢ log xᵢ s.t. 1ᵀx = 1, x <= u.
 
     Solved by ADMM with a safeguarded Newton x-update on the augmented Lagrangian (the
-    line search keeps x > 0) and differentiated like every layer
-    (``Options.differentiation``); the Jacobian recursion uses the Hessian
-    diag(1/x) + ρ(11ᵀ + GᵀG), diagonal plus rank one, solved in O(n) by Sherman–Morrison.
-    With ``u=None`` it is ``jax.nn.softmax(y)``. y is shifted by max(y) (exact on
-    1ᵀx = 1; λ is reported for the unshifted y) and bounds above 1, which cannot bind,
-    are lowered to 2. Without bounds, entries more than ~log(1/√tiny) below max(y) are
-    raised to that level (x moves by at most 2n²·e³·√tiny). With bounds, entries
-    whose optimum underflows (y spread by ~1e3 in float64, ~50 in float32) stop at a
-    floor of √tiny; such a solve reports ``MAX_ITER`` but stays finite.
+    line search keeps x > 0), polished by Newton on the active set, and differentiated
+    like every layer (``Options.differentiation``). Every Newton system and Jacobian
+    step is diagonal plus rank one: O(n). With ``u=None`` it is ``jax.nn.softmax(y)``.
+    Without bounds, entries more than ~log(1/√tiny) below max(y) are raised to that
+    level (x moves by at most 2n²·e³·√tiny). With bounds, entries whose optimum
+    underflows (y spread by ~1e3 in float64, ~50 in float32) stop at a floor of √tiny;
+    such a solve reports ``MAX_ITER`` but stays finite.
 
     Args:
         y: ``(n,)`` scores.
-        u: ``(n,)`` upper bounds (1ᵀu >= 1 for feasibility), or None for none.
-        options: :class:`Options`; ``scaling_iterations`` is ignored.
+        u: ``(n,)`` upper bounds (1ᵀu >= 1 for feasibility; ``inf`` for none), or None.
+        options: :class:`Options`; ``scaling_iterations`` and ``factorization`` do not
+            apply.
         init: a previous :class:`Solution` of the same layer to warm-start from.
 
     Returns:
-        :class:`Solution`; the layer's output is ``.x (n,)``; ``s``, ``nu`` are ``(n,)``
-        with bounds and ``(0,)`` without.
+        :class:`Solution`; the layer's output is ``.x (n,)``; ``mu (n,)`` holds the
+        multipliers of x <= u (``(0,)`` without u); ``s``, ``nu`` are ``(0,)``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -227,28 +216,26 @@ def constrained_softmax(
     y = _as_vector("y", y)
     n, dtype = y.shape[0], y.dtype
     shift = jax.lax.stop_gradient(jnp.max(y))
-    A, b = jnp.ones((1, n), dtype), jnp.ones((1,), dtype)
-    G = h = None
-    if u is not None:
-        u = _as_vector("u", u, dtype, y.shape)
-        G, h = jnp.eye(n, dtype=dtype), jnp.minimum(u, _LOOSE_BOUND)
     shifted = y - shift
     if u is None:
+        lb = ub = jnp.zeros((0,), dtype)
         # Without bounds x = softmax(y) >= exp(y_i − max y) / n: an entry more than
         # log(1/√tiny) below the max (~354 in float64, only ~44 in float32) would have its
-        # optimum under the x-update's floor of √tiny, where the solve cannot converge
-        # (MAX_ITER, and x off the simplex by percents). Raising such entries to
-        # log(√tiny) + log(n) + 3 keeps every optimum above the floor (by e³); each raised
-        # entry weighs at most n·e³·√tiny, so x moves by at most 2n²·e³·√tiny in ‖·‖₁
-        # (6e-153·n² in float64, 5e-18·n² in float32).
+        # optimum under the x-update's floor of √tiny, where the solve cannot converge.
+        # Raising such entries to log(√tiny) + log(n) + 3 keeps every optimum above the
+        # floor (by e³); each raised entry weighs at most n·e³·√tiny, so x moves by at most
+        # 2n²·e³·√tiny in ‖·‖₁ (6e-153·n² in float64, 5e-18·n² in float32).
         # With bounds the optimum's scale is set by λ, not max y, and no such cut is exact.
         lowest = 0.5 * math.log(float(jnp.finfo(dtype).tiny)) + math.log(n) + 3.0
         shifted = jnp.maximum(shifted, jnp.asarray(lowest, dtype))
+    else:
+        u = _as_vector("u", u, dtype, y.shape)
+        lb, ub = jnp.full((n,), -jnp.inf, dtype), u
     if init is not None:
         init = init._replace(lam=init.lam - shift)
-    solution = solve_smooth_objective(
-        entropy_objective, shifted, n, dtype, A, b, G, h, options, init, jnp.full((n,), 1.0 / n, dtype)
-    )
-    if u is not None:
-        solution = solution._replace(s=solution.s + (u - h))
+    constraints = _simplex_constraints(n, dtype, lb, ub)
+    floor = float(jnp.finfo(dtype).tiny) ** 0.5
+    make_objective = functools.partial(_entropy_objective, floor)
+    x0 = jnp.full((n,), 1.0 / n, dtype)
+    solution = solve_smooth_objective(make_objective, shifted, constraints, options, init, x0, "constrained_softmax")
     return solution._replace(lam=solution.lam + shift)

@@ -1,170 +1,211 @@
-"""Objectives and their x-updates (paper eq. 5a) and Jacobian x-updates (eq. 5ga).
+"""Quadratic objectives and their x-updates (paper eq. 5a) and Jacobian x-updates (eq. 5ga).
 
-The loop driver is generic over the objective: an objective supplies
+The loop driver is generic over the objective. An objective supplies
 
-* ``gradient(x)``: ∇f(x), for the dual residual;
-* ``hessian(x)``: ∇²f(x), for the dense KKT strategy;
+* ``gradient(x)``, ``value(x)``: ∇f(x) and f(x), for residuals and the duality gap;
+* ``hessian_operator(x)``: ∇²f(x) as an operator (``_linalg``), for polishing and the
+  ``kkt`` strategy;
 * ``hessian_vector(x, v)`` and ``recession_slope(d)``: ∇²f(x) v and the slope of the
   linear cost along d, for the unboundedness certificate;
-* ``x_update(x, r, rho)``: argmin_x f(x) + rᵀx + ρ/2 ‖Ax‖² + ρ/2 ‖Gx‖², the x-update
-  of eq. (5a) with every constant of the augmented Lagrangian folded into ``r``;
-* ``jacobian_x_update(x, dgrad, R, rho)``: −H(x)⁻¹ (dgrad + R), eq. (5ga), where
-  H(x) = ∇²f(x) + ρAᵀA + ρGᵀG and ``dgrad`` is ∂_θ∇f, the seed of the parameters.
+* ``dual_objective(lam, nu, mu, constraints, x)``: the Lagrange dual objective at a
+  stationary pair, or None when the objective has none in closed form;
+* ``x_update(x, r, rho)``: argmin_x f(x) + rᵀx + ρ/2 xᵀCx + σ/2‖x − xᵏ‖², the x-update of
+  eq. (5a) with every constant of the augmented Lagrangian folded into ``r``, where
+  C = w·AᵀA + GᵀG + diag(f) (f: the bounded variables, w: ``EQUALITY_WEIGHT``);
+* ``jacobian_x_update(x, J_x, dgrad, R, rho)``: H⁻¹(σJ_x − dgrad − R), eq. (5ga) with the
+  proximal term, where H = ∇²f(x) + σI + ρC and ``dgrad`` is ∂_θ∇f;
+* ``at_rho(rho, changed)``: the objective ready for a new ρ (a Cholesky factor is
+  recomputed there; other factors serve every ρ).
+
+The proximal term σ/2‖x − xᵏ‖² (OSQP's) makes H positive definite for every PSD P and
+every A, G: singular P, LPs, rank-deficient and duplicated constraints run like any other
+problem. It vanishes at a fixed point, so the solution, the KKT system and the fixed point
+of the Jacobian recursion (the differentiated KKT system, math note §4) do not depend on σ.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
+from jax import lax
 
+from ._linalg import Cholesky, DiagonalPlusRankOne, EigenFactor, Operator, RowVector, structured
 from ._problem import Constraints
 
-
-# Methods every quadratic objective shares; each class supplies P, q and ``_solve_H``.
-def _quadratic_hessian(self, x: jax.Array) -> jax.Array:
-    del x
-    return self.P
+EQUALITY_WEIGHT = 1.0
+"""ρ of the equality rows relative to ρ (OSQP weights equalities by 1e3)."""
 
 
-def _quadratic_recession_slope(self, d_x: jax.Array) -> jax.Array:
-    """qᵀd: negative along a direction of unbounded descent."""
-    return self.q @ d_x
+def constraint_gram(constraints: Constraints, n: int, dtype) -> jax.Array:
+    """``(n, n)`` C = w·AᵀA + GᵀG + diag(f): the constraints' part of H(ρ) = … + ρC."""
+    A, _, G, _, _, _ = constraints
+    C = A.weighted_gram(jnp.full((A.shape[0],), EQUALITY_WEIGHT, dtype))
+    C = C + G.weighted_gram(jnp.ones((G.shape[0],), dtype))
+    if constraints.bounded:
+        C = C + jnp.diag(constraints.bound_rows())
+    return C
 
 
-def _quadratic_x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
-    del x  # a quadratic x-update is one linear solve with the cached factor
-    # (5a)  H x⁺ = −(q + r)
-    return -self._solve_H(self.q + r, rho)
+def bound_diagonal(constraints: Constraints, n: int, dtype) -> jax.Array:
+    """``(n,)`` f: 1 on variables with a finite bound (zeros without bounds)."""
+    return constraints.bound_rows() if constraints.bounded else jnp.zeros((n,), dtype)
 
 
-def _quadratic_jacobian_x_update(
-    self, x: jax.Array, dgrad: jax.Array, R: jax.Array, rho: jax.Array
-) -> jax.Array:
-    del x
-    # (5ga) J_x⁺ = −H⁻¹ (∂_θq + R)
-    return -self._solve_H(dgrad + R, rho)
+class EigenSolver(NamedTuple):
+    """H(ρ)⁻¹ at any ρ from one generalised eigen-decomposition (see ``EigenFactor``)."""
+
+    factor: EigenFactor
+    c: jax.Array
+
+    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+        return self.factor.solve(rhs, self.c, rho)
+
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "EigenSolver":
+        return self
+
+
+class CholeskySolver(NamedTuple):
+    """H(ρ)⁻¹ by a Cholesky factor of H at the current ρ, recomputed when ρ changes.
+
+    Attributes:
+        cholesky: the factor of H(ρ) = base + ρ C.
+        base: ``(n, n)`` c(P̂ + σI).
+        C: ``(n, n)`` the constraints' Gram matrix.
+    """
+
+    cholesky: Cholesky
+    base: jax.Array
+    C: jax.Array
+
+    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+        del rho  # the factor is kept at the current ρ by at_rho
+        return self.cholesky.solve(rhs)
+
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "CholeskySolver":
+        # Called at termination checks only. Unbatched, the predicate is a scalar and only
+        # the branch taken runs; under vmap a batched predicate would run both, which is why
+        # "auto" picks the eigen-factor for batches.
+        return lax.cond(
+            changed,
+            lambda: self._replace(cholesky=Cholesky.factor(self.base + rho * self.C)),
+            lambda: self,
+        )
+
+
+class StructuredSolver(NamedTuple):
+    """H(ρ) = diag(c(p + σ) + ρf) + ρ w vvᵀ (P diagonal, A = vᵀ, no G): O(n) at any ρ.
+
+    Attributes:
+        diagonal: ``(n,)`` c(p + σ), the cost's part of the diagonal.
+        f: ``(n,)`` the bound block's weights.
+        v: ``(n,)`` the equality row (zeros without one).
+        w: ``()`` its weight w (0 without one).
+    """
+
+    diagonal: jax.Array
+    f: jax.Array
+    v: jax.Array
+    w: jax.Array
+
+    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+        return DiagonalPlusRankOne(self.diagonal + rho * self.f, self.v, rho * self.w).solve(rhs)
+
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "StructuredSolver":
+        return self
+
+
+XSolver = Union[EigenSolver, CholeskySolver, StructuredSolver]
+
+
+def make_x_solver(
+    P_hat: Operator, c: jax.Array, sigma: jax.Array, constraints: Constraints, rho: jax.Array, method: str
+) -> XSolver:
+    """The factorisation of H(ρ) = c(P̂ + σI) + ρC that the structure and ``method`` call for.
+
+    Args:
+        P_hat: ``(n, n)`` the equilibrated P before the cost scale c.
+        c, sigma: the cost scale and the proximal weight (relative to P̂).
+        constraints: the (scaled) constraints.
+        rho: the initial ρ (the Cholesky factor is computed at it).
+        method: ``"cholesky"`` or ``"eigen"`` (ignored for structured data).
+    """
+    n, dtype = P_hat.shape[0], c.dtype
+    f = bound_diagonal(constraints, n, dtype)
+    A = constraints.A
+    if structured(P_hat, A, constraints.G):
+        v = A.v if isinstance(A, RowVector) else jnp.zeros((n,), dtype)
+        w = jnp.asarray(EQUALITY_WEIGHT if isinstance(A, RowVector) else 0.0, dtype)
+        return StructuredSolver(c * (P_hat.diagonal + sigma), f, v, w)
+    C = constraint_gram(constraints, n, dtype)
+    shifted = P_hat.dense() + sigma * jnp.eye(n, dtype=dtype)
+    if method == "eigen":
+        return EigenSolver(EigenFactor.factor(shifted, C), c)
+    base = c * shifted
+    return CholeskySolver(Cholesky.factor(base + rho * C), base, C)
+
+
+def support(mu: jax.Array, lb: jax.Array, ub: jax.Array) -> jax.Array:
+    """max over lb <= z <= ub of μᵀz (+inf when μ points along an infinite side)."""
+    upper = jnp.where(mu > 0, jnp.where(jnp.isinf(ub), jnp.inf, ub * mu), 0.0)
+    lower = jnp.where(mu < 0, jnp.where(jnp.isinf(lb), jnp.inf, lb * mu), 0.0)
+    return jnp.sum(upper + lower)
 
 
 class QuadraticObjective(NamedTuple):
-    """f(x) = ½xᵀPx + qᵀx, with H(ρ) = P + ρC factored once for every ρ.
-
-    With C = AᵀA + GᵀG and B = P + C ≻ 0, the generalised eigenproblem C V = B V diag(μ),
-    VᵀBV = I, gives H(ρ)⁻¹ = V diag(1 / (1 + (ρ − 1)μ)) Vᵀ with μ ∈ [0, 1]. One O(n³)
-    factorisation per solve then serves every iteration at any ρ for O(n²) (O(n²k) for
-    k Jacobian columns, as two matrix products), so ρ can adapt per problem under vmap
-    without refactoring.
+    """f(x) = ½ xᵀ(c P̂)x + qᵀx in the solver's scaling, with its x-update solver.
 
     Attributes:
-        P: ``(n, n)`` symmetric quadratic cost.
-        q: ``(n,)`` linear cost.
-        V: ``(n, n)`` B-orthonormal generalised eigenvectors.
-        mu: ``(n,)`` generalised eigenvalues in [0, 1].
+        P_hat: ``(n, n)`` operator P̂ (the equilibrated P before the cost scale).
+        q: ``(n,)`` the scaled linear cost (cost scale included).
+        c: ``()`` the cost scale.
+        sigma: ``()`` the proximal weight relative to P̂ (cσ in the x-update).
+        solver: the factorisation of H(ρ).
     """
 
-    P: jax.Array
+    P_hat: Operator
     q: jax.Array
-    V: jax.Array
-    mu: jax.Array
+    c: jax.Array
+    sigma: jax.Array
+    solver: XSolver
 
-    @classmethod
-    def factor(cls, P: jax.Array, q: jax.Array, constraints: Constraints) -> "QuadraticObjective":
-        """Factor once; a singular B = P + AᵀA + GᵀG gives NaNs, reported as NONFINITE."""
-        A, G = constraints.A, constraints.G
-        C = A.T @ A + G.T @ G
-        L = jnp.linalg.cholesky(P + C)
-        L_inv_C = solve_triangular(L, C, lower=True)
-        C_tilde = solve_triangular(L, L_inv_C.T, lower=True)  # L⁻¹ C L⁻ᵀ
-        mu, W = jnp.linalg.eigh(0.5 * (C_tilde + C_tilde.T))
-        V = solve_triangular(L.T, W, lower=False)  # L⁻ᵀ W
-        return cls(P, q, V, jnp.clip(mu, 0.0, 1.0))
+    quadratic = True  # one Newton step of polishing is exact
+
+    def value(self, x: jax.Array) -> jax.Array:
+        return 0.5 * self.c * (x @ self.P_hat.mv(x)) + self.q @ x
 
     def gradient(self, x: jax.Array) -> jax.Array:
-        return self.P @ x + self.q
+        return self.c * self.P_hat.mv(x) + self.q
+
+    def hessian_operator(self, x: jax.Array) -> Operator:
+        del x
+        return self.P_hat.times(self.c)
 
     def hessian_vector(self, x: jax.Array, v: jax.Array) -> jax.Array:
         del x
-        return self.P @ v
+        return self.c * self.P_hat.mv(v)
 
-    hessian = _quadratic_hessian
-    recession_slope = _quadratic_recession_slope
+    def recession_slope(self, d_x: jax.Array) -> jax.Array:
+        """qᵀd: negative along a direction of unbounded descent."""
+        return self.q @ d_x
 
-    def _solve_H(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
-        weights = 1.0 / (1.0 + (rho - 1.0) * self.mu)
-        if rhs.ndim == 2:
-            weights = weights[:, None]
-        return self.V @ (weights * (self.V.T @ rhs))
+    def dual_objective(self, lam, nu, mu, constraints: Constraints, x) -> jax.Array:
+        """−½xᵀPx − bᵀλ − hᵀν − max_{lb<=z<=ub} μᵀz at a stationary x."""
+        quadratic = 0.5 * self.c * (x @ self.P_hat.mv(x))
+        value = -quadratic - constraints.b @ lam - constraints.h @ nu
+        if constraints.bounded:
+            value = value - support(mu, constraints.lb, constraints.ub)
+        return value
 
-    x_update = _quadratic_x_update
-    jacobian_x_update = _quadratic_jacobian_x_update
+    def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
+        # (5a) with the proximal term: H x⁺ = σxᵏ − q − r,  H = c(P̂ + σI) + ρC
+        return self.solver.solve(self.c * self.sigma * x - self.q - r, rho)
 
-
-QUADRATIC_FACTORS = {"dense": QuadraticObjective.factor}
-"""How a layer factors its quadratic, by name (a static setting of the solve)."""
-
-
-class IdentityPlusOnesQuadratic(NamedTuple):
-    """f(x) = ½ p‖x‖² + qᵀx on constraints with AᵀA = a·11ᵀ and GᵀG = g·I: no factorisation.
-
-    The sparsemax layers' structure (P = 2I, A = 1ᵀ, G = −I or [I; −I]):
-    H(ρ) = P + ρ(AᵀA + GᵀG) = d·I + c·11ᵀ with d = p + ρg and c = ρa, so every solve is
-    Sherman–Morrison,
-
-        (dI + c11ᵀ)⁻¹ v = (v − c (1ᵀv) / (d + cn) · 1) / d,
-
-    O(n) for a vector and O(nk) for k Jacobian columns, at any ρ: no O(n³) factor and
-    no O(n²) storage.
-
-    :meth:`factor` reads the scalars off the data and *trusts* the structure (a traced
-    array cannot be checked): p = P[0, 0] (P must be pI), a = Σ A[:, 0]² (each row of A
-    constant, e.g. A = 1ᵀ, so AᵀA = a·11ᵀ; a = 0 with no equality row) and
-    g = Σ G[:, 0]² (GᵀG must be gI: G = I, −I or [I; −I] give g = 1, 1, 2). Data of any
-    other structure gives a wrong solution, not an error: use the ``"dense"`` factor.
-
-    Attributes:
-        p: ``()`` the diagonal of P = pI.
-        a: ``()`` AᵀA = a·11ᵀ.
-        g: ``()`` GᵀG = g·I.
-        q: ``(n,)`` linear cost.
-    """
-
-    p: jax.Array
-    a: jax.Array
-    g: jax.Array
-    q: jax.Array
-
-    @classmethod
-    def factor(cls, P: jax.Array, q: jax.Array, constraints: Constraints) -> "IdentityPlusOnesQuadratic":
-        """Read p, a, g off the data (see the class docstring for the assumptions)."""
-        A, G = constraints.A, constraints.G
-        return cls(P[0, 0], jnp.sum(A[:, 0] ** 2), jnp.sum(G[:, 0] ** 2), q)
-
-    @property
-    def P(self) -> jax.Array:
-        """``(n, n)`` the dense P = pI, for code that needs the matrix (the KKT strategy)."""
-        return self.p * jnp.eye(self.q.shape[0], dtype=self.q.dtype)
-
-    def gradient(self, x: jax.Array) -> jax.Array:
-        return self.p * x + self.q
-
-    def hessian_vector(self, x: jax.Array, v: jax.Array) -> jax.Array:
+    def jacobian_x_update(self, x, J_x, dgrad, R, rho) -> jax.Array:
         del x
-        return self.p * v
+        # (5ga) J_x⁺ = H⁻¹ (σ J_x − ∂_θq − R)
+        return self.solver.solve(self.c * self.sigma * J_x - dgrad - R, rho)
 
-    hessian = _quadratic_hessian
-    recession_slope = _quadratic_recession_slope
-
-    def _solve_H(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
-        # Sherman–Morrison; rhs (n,) or (n, k): 1ᵀrhs is () or (k,) and broadcasts over rows.
-        d = self.p + rho * self.g
-        c = rho * self.a
-        n = rhs.shape[0]
-        return (rhs - (c / (d + c * n)) * jnp.sum(rhs, axis=0)) / d
-
-    x_update = _quadratic_x_update
-    jacobian_x_update = _quadratic_jacobian_x_update
-
-
-QUADRATIC_FACTORS["identity_plus_ones"] = IdentityPlusOnesQuadratic.factor
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "QuadraticObjective":
+        return self._replace(solver=self.solver.at_rho(rho, changed))

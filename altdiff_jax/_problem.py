@@ -7,15 +7,22 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from ._linalg import Dense, Operator
+
 
 class QP(NamedTuple):
-    """Quadratic program ``min ½xᵀPx + qᵀx  s.t.  Ax = b,  Gx <= h``.
+    """Quadratic program ``min ½xᵀPx + qᵀx  s.t.  Ax = b,  Gx <= h,  lb <= x <= ub``.
 
     A pytree: any leaf may be batched with ``jax.vmap(..., in_axes=QP(P=None, q=0, ...))``.
-    A block of constraints may be absent: ``A=b=None`` or ``G=h=None``.
+    A block of constraints may be absent: ``A=b=None``, ``G=h=None``, ``lb=None`` (no
+    lower bounds) or ``ub=None`` (no upper bounds). Entries of ``lb``/``ub`` may be
+    ``-inf``/``inf`` for a side that is missing on some variables. Bounds are handled as
+    a diagonal block (no dense rows), so prefer them to rows of G.
 
     ``P`` is used through its symmetric part ``(P + Pᵀ)/2`` and must be positive
-    semidefinite with ``P + AᵀA + GᵀG`` positive definite.
+    semidefinite. Nothing else is required of the data: a singular P, an LP (P = 0),
+    rank-deficient or duplicated constraints all run; an unbounded or infeasible problem
+    is reported by its status.
 
     Attributes:
         P: ``(n, n)`` quadratic cost.
@@ -24,6 +31,8 @@ class QP(NamedTuple):
         b: ``(p,)`` equality right-hand side, or None.
         G: ``(m, n)`` inequality matrix, or None.
         h: ``(m,)`` inequality right-hand side, or None.
+        lb: ``(n,)`` lower bounds (entries may be ``-inf``), or None.
+        ub: ``(n,)`` upper bounds (entries may be ``inf``), or None.
     """
 
     P: jax.Array
@@ -32,24 +41,44 @@ class QP(NamedTuple):
     b: Optional[jax.Array] = None
     G: Optional[jax.Array] = None
     h: Optional[jax.Array] = None
+    lb: Optional[jax.Array] = None
+    ub: Optional[jax.Array] = None
 
 
 class Constraints(NamedTuple):
-    """Polyhedral constraints ``Ax = b, Gx <= h``; an absent block has zero rows."""
+    """Constraints ``Ax = b, Gx <= h, lb <= x <= ub``; an absent block has zero rows.
 
-    A: jax.Array  # (p, n)
+    ``lb`` and ``ub`` are ``(n,)`` when the problem has bounds (infinite entries for a
+    missing side) and ``(0,)`` when it has none: that is a static property of the shapes.
+    """
+
+    A: Operator  # (p, n)
     b: jax.Array  # (p,)
-    G: jax.Array  # (m, n)
+    G: Operator  # (m, n)
     h: jax.Array  # (m,)
+    lb: jax.Array  # (n,) or (0,)
+    ub: jax.Array  # (n,) or (0,)
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the problem has a bound block (static)."""
+        return self.lb.shape[0] > 0
+
+    def bound_rows(self) -> jax.Array:
+        """``(n,)`` 1.0 where a variable has a finite bound, 0.0 where it is free: the
+        weight of the bound block in every linear system ((0,) without bounds)."""
+        return (jnp.isfinite(self.lb) | jnp.isfinite(self.ub)).astype(self.lb.dtype)
 
 
-def _as_float_array(name: str, value, dtype=None) -> jax.Array:
+def _as_float_array(owner: str, name: str, value, dtype=None, reference: str = "P") -> jax.Array:
     array = jnp.asarray(value)
     if not jnp.issubdtype(array.dtype, jnp.floating):
-        raise ValueError(f"QP.{name} must have a floating dtype, got {array.dtype}")
+        raise ValueError(f"{owner}.{name} must have a floating dtype, got {array.dtype}")
+    if array.dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
+        raise ValueError(f"{owner}.{name} has dtype {array.dtype}: only float32 and float64 are supported")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(
-            f"QP.{name} has dtype {array.dtype} but QP.P has dtype {dtype}: "
+            f"{owner}.{name} has dtype {array.dtype} but {owner}.{reference} has dtype {dtype}: "
             "all leaves must share one floating dtype"
         )
     return array
@@ -57,71 +86,95 @@ def _as_float_array(name: str, value, dtype=None) -> jax.Array:
 
 def _expect_shape(name: str, array: jax.Array, expected: tuple, meaning: str) -> None:
     if array.shape != expected:
-        raise ValueError(f"QP.{name} has shape {array.shape}, expected {expected} ({meaning})")
+        raise ValueError(f"{name} has shape {array.shape}, expected {expected} ({meaning})")
 
 
-def validate_qp(problem: QP) -> tuple[jax.Array, jax.Array, Constraints]:
+def validate_qp(problem: QP) -> tuple[Dense, jax.Array, Constraints]:
     """Check shapes and dtypes of a QP at trace time and fill in absent blocks.
 
     Returns:
-        ``(P, q, constraints)`` with absent blocks replaced by zero-row arrays.
+        ``(P, q, constraints)`` with P as a :class:`Dense` operator and absent blocks
+        replaced by zero-row arrays.
 
     Raises:
         ValueError: naming the argument and the shapes (or dtypes) that disagree.
     """
     if not isinstance(problem, QP):
         raise ValueError(f"problem must be an altdiff_jax.QP, got {type(problem).__name__}")
-    P = _as_float_array("P", problem.P)
+    P = _as_float_array("QP", "P", problem.P)
     if P.ndim != 2 or P.shape[0] != P.shape[1]:
         raise ValueError(f"QP.P must be a square matrix (n, n), got shape {P.shape}")
     n, dtype = P.shape[0], P.dtype
-    q = _as_float_array("q", problem.q, dtype)
-    _expect_shape("q", q, (n,), f"n = {n} from QP.P of shape {P.shape}")
-    A, b = _constraint_block(problem.A, problem.b, ("A", "b"), n, dtype, P.shape)
-    G, h = _constraint_block(problem.G, problem.h, ("G", "h"), n, dtype, P.shape)
-    return P, q, Constraints(A, b, G, h)
+    q = _as_float_array("QP", "q", problem.q, dtype)
+    _expect_shape("QP.q", q, (n,), f"n = {n} from QP.P of shape {P.shape}")
+    A, b = constraint_block("QP", problem.A, problem.b, ("A", "b"), n, dtype, f"QP.P of shape {P.shape}")
+    G, h = constraint_block("QP", problem.G, problem.h, ("G", "h"), n, dtype, f"QP.P of shape {P.shape}")
+    lb, ub = bounds("QP", problem.lb, problem.ub, n, dtype, f"QP.P of shape {P.shape}")
+    return Dense(P), q, Constraints(Dense(A), b, Dense(G), h, lb, ub)
 
 
-def _constraint_block(matrix, rhs, names, n, dtype, p_shape):
+def constraint_block(owner, matrix, rhs, names, n, dtype, source, reference="P"):
+    """Validate one block (matrix, right-hand side) of ``owner``; zero rows if absent."""
     matrix_name, rhs_name = names
     if (matrix is None) != (rhs is None):
         given, missing = (matrix_name, rhs_name) if rhs is None else (rhs_name, matrix_name)
-        raise ValueError(f"QP.{given} is given but QP.{missing} is None: give both or neither")
+        raise ValueError(f"{owner}.{given} is given but {owner}.{missing} is None: give both or neither")
     if matrix is None:
         return jnp.zeros((0, n), dtype), jnp.zeros((0,), dtype)
-    matrix = _as_float_array(matrix_name, matrix, dtype)
-    rhs = _as_float_array(rhs_name, rhs, dtype)
+    matrix = _as_float_array(owner, matrix_name, matrix, dtype, reference)
+    rhs = _as_float_array(owner, rhs_name, rhs, dtype, reference)
     if matrix.ndim != 2 or matrix.shape[1] != n:
         raise ValueError(
-            f"QP.{matrix_name} has shape {matrix.shape}, expected (rows, {n}) "
-            f"(n = {n} from QP.P of shape {p_shape})"
+            f"{owner}.{matrix_name} has shape {matrix.shape}, expected (rows, {n}) (n = {n} from {source})"
         )
     _expect_shape(
-        rhs_name, rhs, (matrix.shape[0],), f"one entry per row of QP.{matrix_name} of shape {matrix.shape}"
+        f"{owner}.{rhs_name}", rhs, (matrix.shape[0],),
+        f"one entry per row of {owner}.{matrix_name} of shape {matrix.shape}",
     )
     return matrix, rhs
 
 
-def data_gradients(x, lam, nu, q_bar, b_bar, h_bar) -> QP:
-    """All six data gradients from the cotangents of q, b and h (math note §5).
+def bounds(owner, lb, ub, n, dtype, source, reference="P") -> tuple[jax.Array, jax.Array]:
+    """Validate ``lb``/``ub`` of ``owner``: ``(n,)`` each (a missing side filled with ∓inf),
+    or ``(0,)`` each when both are None."""
+    if lb is None and ub is None:
+        return jnp.zeros((0,), dtype), jnp.zeros((0,), dtype)
+    checked = []
+    for name, value, fill in (("lb", lb, -jnp.inf), ("ub", ub, jnp.inf)):
+        if value is None:
+            checked.append(jnp.full((n,), fill, dtype))
+            continue
+        value = _as_float_array(owner, name, value, dtype, reference)
+        _expect_shape(f"{owner}.{name}", value, (n,), f"one bound per variable, n = {n} from {source}")
+        checked.append(value)
+    return tuple(checked)
+
+
+def data_gradients(x, lam, nu, q_bar, b_bar, h_bar, lb_bar=None, ub_bar=None, matrices=(True, True, True)) -> QP:
+    """All data gradients from the cotangents of q, b, h (and the bounds) (math note §5).
 
     P, A and G enter the KKT conditions only as ``dq = dP x + dAᵀλ + dGᵀν``,
-    ``db = −dA x`` and ``dh = −dG x``, for every output (x, s, λ, ν), hence the outer
-    products below. A cotangent given as None (not computed) gives None for every
-    gradient that needs it.
+    ``db = −dA x`` and ``dh = −dG x``, for every output (x, s, λ, ν, μ), hence the outer
+    products below; the bounds enter directly. A cotangent given as None (not computed)
+    gives None for every gradient that needs it.
 
     Args:
         x: ``(n,)`` solution; lam: ``(p,)``; nu: ``(m,)`` multipliers.
         q_bar, b_bar, h_bar: ``(n,)``, ``(p,)``, ``(m,)`` cotangents, or None.
+        lb_bar, ub_bar: ``(n,)`` cotangents of the bounds, or None.
+        matrices: whether the gradients of (P, A, G) are wanted (each costs an outer
+            product); None for one not wanted.
 
     Returns:
         :class:`QP` of gradients shaped like the data (``P`` symmetric).
     """
     P_bar = A_bar = G_bar = None
+    want_P, want_A, want_G = matrices
     if q_bar is not None:
-        P_bar = 0.5 * (jnp.outer(q_bar, x) + jnp.outer(x, q_bar))
-        if b_bar is not None:
+        if want_P:
+            P_bar = 0.5 * (jnp.outer(q_bar, x) + jnp.outer(x, q_bar))
+        if b_bar is not None and want_A:
             A_bar = jnp.outer(lam, q_bar) - jnp.outer(b_bar, x)
-        if h_bar is not None:
+        if h_bar is not None and want_G:
             G_bar = jnp.outer(nu, q_bar) - jnp.outer(h_bar, x)
-    return QP(P_bar, q_bar, A_bar, b_bar, G_bar, h_bar)
+    return QP(P_bar, q_bar, A_bar, b_bar, G_bar, h_bar, lb_bar, ub_bar)

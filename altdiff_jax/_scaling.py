@@ -3,11 +3,17 @@
 The loop runs on the scaled problem
 
     x = D x̃,   P̃ = c D P D,   q̃ = c D q,   Ã = E_A A D,  b̃ = E_A b,   G̃ = E_G G D,  h̃ = E_G h,
+    l̃b = lb / D,   ũb = ub / D,
 
-so s = s̃ / E_G, λ = E_A λ̃ / c and ν = E_G ν̃ / c. The change of variables is linear and
-independent of the parameters' values along a derivative, so the Jacobian recursion runs
-in scaled space with scaled seeds (∂q̃/∂q = cD, ∂b̃/∂b = E_A, ∂h̃/∂h = E_G) and is
-un-scaled once at the end with the same maps as the iterates.
+so s = s̃ / E_G, λ = E_A λ̃ / c, ν = E_G ν̃ / c, and for the bound block z = D z̃,
+μ = μ̃ / (c D) (bound rows are the identity in both scalings). The change of variables is
+linear and independent of the parameters' values along a derivative, so the Jacobian
+recursion runs in scaled space with scaled seeds (∂q̃/∂q = cD, ∂b̃/∂b = E_A,
+∂h̃/∂h = E_G, ∂l̃b/∂lb = ∂ũb/∂ub = 1/D) and is un-scaled once at the end with the
+same maps as the iterates.
+
+D and E depend on P, A and G only (c also on q), so a batch that shares P, A, G shares
+the equilibrated matrices and the factorisation of the x-update.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._admm import Iterate
-from ._jacobian import Seeds
+from ._iterate import Iterate, Seeds
+from ._linalg import Dense
 from ._problem import Constraints
 
 _CLIP = (1e-4, 1e4)  # bounds on one Ruiz step, as in OSQP
@@ -32,65 +38,129 @@ class Scaling(NamedTuple):
     E_G: jax.Array
     c: jax.Array
 
+    def _col(self, like):
+        return (lambda v: v) if like.ndim == 1 else (lambda v: v[:, None])
+
     def unscale(self, z: Iterate) -> Iterate:
         """Scaled iterate (or Jacobian, with a trailing column axis) -> user's scaling."""
-        col = (lambda v: v) if z.x.ndim == 1 else (lambda v: v[:, None])
+        col = self._col(z.x)
+        bounded = z.z.shape[0] > 0
+        D = col(self.D)
         return Iterate(
-            col(self.D) * z.x,
+            D * z.x,
             z.s / col(self.E_G),
             col(self.E_A) * z.lam / self.c,
             col(self.E_G) * z.nu / self.c,
+            D * z.z if bounded else z.z,
+            z.mu / (self.c * D) if bounded else z.mu,
+        )
+
+    def scale(self, z: Iterate) -> Iterate:
+        """User's scaling -> scaled iterate: the inverse of :meth:`unscale`."""
+        bounded = z.z.shape[0] > 0
+        return Iterate(
+            z.x / self.D,
+            z.s * self.E_G,
+            self.c * z.lam / self.E_A,
+            self.c * z.nu / self.E_G,
+            z.z / self.D if bounded else z.z,
+            self.c * self.D * z.mu if bounded else z.mu,
         )
 
     def scale_seeds(self, seeds: Seeds) -> Seeds:
-        """Seeds of the user's parameters expressed in scaled data: cD, E_A, E_G rows."""
+        """Seeds of the user's parameters expressed in scaled data."""
+        bounded = seeds.lb.shape[0] > 0
+        inverse_D = (1.0 / self.D)[:, None]
         return Seeds(
             (self.c * self.D)[:, None] * seeds.grad,
             self.E_A[:, None] * seeds.b,
             self.E_G[:, None] * seeds.h,
+            inverse_D * seeds.lb if bounded else seeds.lb,
+            inverse_D * seeds.ub if bounded else seeds.ub,
         )
 
-    def parameter_cotangents(self, sigma_bar: Seeds) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Cotangents of the scaled seeds -> cotangents of the user's (q, b, h): the
-        transpose of :meth:`scale_seeds` for one column."""
-        return self.c * self.D * sigma_bar.grad, self.E_A * sigma_bar.b, self.E_G * sigma_bar.h
+    def parameter_cotangents(self, sigma_bar: Seeds) -> Seeds:
+        """Cotangents of the scaled seeds (vectors) -> cotangents of the user's
+        (q, b, h, lb, ub): the transpose of :meth:`scale_seeds` for one column."""
+        bounded = sigma_bar.lb.shape[0] > 0
+        return Seeds(
+            self.c * self.D * sigma_bar.grad,
+            self.E_A * sigma_bar.b,
+            self.E_G * sigma_bar.h,
+            sigma_bar.lb / self.D if bounded else sigma_bar.lb,
+            sigma_bar.ub / self.D if bounded else sigma_bar.ub,
+        )
 
-    def scale(self, z: Iterate) -> Iterate:
-        """User's scaling -> scaled iterate: the inverse of :meth:`unscale`."""
-        return Iterate(z.x / self.D, z.s * self.E_G, self.c * z.lam / self.E_A, self.c * z.nu / self.E_G)
+
+def unit_scaling(n: int, p: int, m: int, dtype) -> Scaling:
+    """The identity scaling (no equilibration)."""
+    return Scaling(jnp.ones(n, dtype), jnp.ones(p, dtype), jnp.ones(m, dtype), jnp.ones((), dtype))
+
+
+def _cost_factor(hessian, gradient: jax.Array) -> jax.Array:
+    """c = 1 / max(mean column norm of ∇²f, ‖∇f‖∞), clipped as a Ruiz step: the cost
+    scaling of :func:`ruiz_equilibrate`, on its own."""
+    dtype = gradient.dtype
+    tiny = jnp.finfo(dtype).tiny ** 0.25
+    norm = jnp.maximum(jnp.mean(hessian.column_norms()), jnp.max(jnp.abs(gradient)))
+    return jnp.where(norm > 0, jnp.clip(1.0 / jnp.maximum(norm, tiny), *_CLIP), jnp.ones((), dtype))
+
+
+def cost_scaling(hessian, gradient: jax.Array, p: int, m: int) -> Scaling:
+    """The scaling of structured data and smooth objectives: only the cost factor c (from
+    ∇²f and ∇f at the starting point), so that ρ and the tolerances meet a cost of unit
+    size; D = E = 1 keep the operators' structure (a diagonal P stays diagonal, 1ᵀ stays 1ᵀ).
+
+    Args:
+        hessian: ``(n, n)`` operator, ∇²f (P for a QP).
+        gradient: ``(n,)`` ∇f at the start (q for a QP).
+        p, m: rows of the equality and inequality blocks.
+    """
+    n, dtype = gradient.shape[0], gradient.dtype
+    return unit_scaling(n, p, m, dtype)._replace(c=_cost_factor(hessian, gradient))
 
 
 def ruiz_equilibrate(
-    P: jax.Array, q: jax.Array, constraints: Constraints, iterations: int
-) -> tuple[jax.Array, jax.Array, Constraints, Scaling]:
+    P: Dense, q: jax.Array, constraints: Constraints, iterations: int
+) -> tuple[Dense, jax.Array, Constraints, Scaling]:
     """Equilibrate the KKT matrix [[P, Aᵀ, Gᵀ], [A, 0, 0], [G, 0, 0]] by Ruiz's method.
 
     Each step divides every row and column by the square root of its ∞-norm; then the
-    cost is scaled by c so that the mean column norm of P̃ (or ‖q̃‖∞) is about one.
-    ``iterations=0`` returns the data unchanged with unit scalings.
+    cost is scaled by c so that the mean column norm of DPD (or ‖Dq‖∞) is about one.
+    ``iterations=0`` returns the data unchanged with unit scalings. Bound rows are the
+    identity in scaled space too and take no part.
 
     Returns:
-        ``(P̃, q̃, scaled constraints, Scaling)``.
+        ``(P̂ = DPD, q̃ = cDq, scaled constraints, Scaling)``; the scaled cost matrix is
+        c·P̂ (kept apart so that P̂, like the factor of the x-update, does not depend
+        on q).
     """
-    A, b, G, h = constraints
-    p = A.shape[0]
-    M = jnp.concatenate([A, G], axis=0)
-    dtype = P.dtype
+    A, b, G, h, lb, ub = constraints
+    P_dense, A_dense, G_dense = P.dense(), A.dense(), G.dense()
+    p = A_dense.shape[0]
+    M = jnp.concatenate([A_dense, G_dense], axis=0)
+    dtype = P_dense.dtype
     D = jnp.ones(q.shape, dtype)
     E = jnp.ones(M.shape[:1], dtype)
     tiny = jnp.finfo(dtype).tiny ** 0.25
     for _ in range(iterations):
-        P_s = D[:, None] * P * D[None, :]
+        P_s = D[:, None] * P_dense * D[None, :]
         M_s = E[:, None] * M * D[None, :]
         column_norms = jnp.maximum(jnp.max(jnp.abs(P_s), axis=0), jnp.max(jnp.abs(M_s), axis=0, initial=0.0))
         row_norms = jnp.max(jnp.abs(M_s), axis=1, initial=0.0)
-        D = D * jnp.clip(1.0 / jnp.sqrt(jnp.maximum(column_norms, tiny)), *_CLIP)
-        E = E * jnp.clip(1.0 / jnp.sqrt(jnp.maximum(row_norms, tiny)), *_CLIP)
-    P_s = D[:, None] * P * D[None, :]
+        # An all-zero column (a variable in no constraint and with no curvature) or row
+        # keeps its scale.
+        D = D * jnp.where(column_norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(column_norms, tiny)), *_CLIP), 1.0)
+        E = E * jnp.where(row_norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(row_norms, tiny)), *_CLIP), 1.0)
+    P_hat = D[:, None] * P_dense * D[None, :]
     c = jnp.asarray(1.0, dtype)
     if iterations:
-        cost_norm = jnp.maximum(jnp.mean(jnp.max(jnp.abs(P_s), axis=0)), jnp.max(jnp.abs(D * q)))
-        c = jnp.clip(1.0 / jnp.maximum(cost_norm, tiny), *_CLIP)
+        cost_norm = jnp.maximum(jnp.mean(jnp.max(jnp.abs(P_hat), axis=0)), jnp.max(jnp.abs(D * q)))
+        c = jnp.where(cost_norm > 0, jnp.clip(1.0 / jnp.maximum(cost_norm, tiny), *_CLIP), 1.0)
     E_A, E_G = E[:p], E[p:]
-    scaled = Constraints(E_A[:, None] * A * D, E_A * b, E_G[:, None] * G * D, E_G * h)
-    return c * P_s, c * D * q, scaled, Scaling(D, E_A, E_G, c)
+    bounded = lb.shape[0] > 0
+    scaled = Constraints(
+        A.scale(E_A, D), E_A * b, G.scale(E_G, D), E_G * h,
+        lb / D if bounded else lb, ub / D if bounded else ub,
+    )
+    return Dense(P_hat), c * D * q, scaled, Scaling(D, E_A, E_G, c)

@@ -1,11 +1,16 @@
 """Smooth convex objectives: a Newton x-update in the same loop driver as the QP.
 
 ``solve_convex`` runs ADMM (eqs. 5a–5d) with an x-update that minimises
-f(x; θ) + rᵀx + ρ/2 xᵀCx (C = AᵀA + GᵀG) by a damped Newton method, and differentiates
-by the same strategies as the QP. The Jacobian recursion (eq. 5ga) uses the Hessian
-∇²f(x) + ρC at the current iterate; gradients for θ follow from the cotangent q̄ of a
-virtual linear term (a perturbation dθ moves the stationarity condition exactly as
-dq = ∂_θ∇f dθ would), so θ̄ = (∂_θ∇f)ᵀ q̄ whatever the size of θ.
+f(x; θ) + rᵀx + ρ/2 xᵀCx + σ/2‖x − xᵏ‖² (C = w·AᵀA + GᵀG + diag(f)) by a damped Newton
+method, polishes by Newton on the active set, and differentiates by the same
+strategies as the QP. The Jacobian recursion (eq. 5ga) uses the Hessian ∇²f(x) + σI + ρC
+at the current iterate; gradients for θ follow from the cotangent q̄ of a virtual linear
+term (a perturbation dθ moves the stationarity condition exactly as dq = ∂_θ∇f dθ
+would), so θ̄ = (∂_θ∇f)ᵀ q̄ whatever the size of θ.
+
+Every Newton system goes through ``_linalg.factor_system``: a diagonal Hessian (a
+separable f such as the entropy), one equality row and bounds give a diagonal plus
+rank-one system, solved in O(n); anything else is a dense Cholesky factor.
 """
 
 from __future__ import annotations
@@ -17,22 +22,26 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
-from jax.scipy.linalg import cho_solve
 
-from ._admm import Iterate
+from ._iterate import Iterate
+from ._linalg import Dense, Diagonal, Operator, RowVector, factor_system
+from ._objective import EQUALITY_WEIGHT, bound_diagonal
 from ._options import Options
-from ._problem import Constraints, data_gradients
-from ._scaling import Scaling
+from ._problem import QP, Constraints, bounds, constraint_block, data_gradients
+from ._scaling import cost_scaling
 from ._solution import Solution
+from ._driver import initial_status
 from ._solve import (
-    _altdiff_wrt,
-    _constant_seeds,
-    _initial_iterate,
-    _masked_solution,
-    _pull_back,
+    carried_parameters,
+    constant_seeds,
+    initial_iterate,
+    masked_solution,
+    output_cotangent,
+    pull_back,
+    raise_forward_mode,
     run_objective,
     split_columns,
+    strategy_for,
 )
 
 _NEWTON_MAX_ITER = 50
@@ -40,77 +49,114 @@ _LINE_SEARCH_HALVINGS = 40
 _ARMIJO = 1e-4
 
 
-def _dense_hessian_solve(hessian: jax.Array, C: jax.Array, rho, rhs: jax.Array) -> jax.Array:
-    """(∇²f + ρC)⁻¹ rhs by Cholesky: the x-update's Newton system and eq. (5ga)."""
-    H = hessian + rho * C
-    return cho_solve((jnp.linalg.cholesky(H), True), rhs)
-
-
 @dataclasses.dataclass(frozen=True)
 class SmoothObjective:
-    """f(x; θ), smooth and convex, with C = AᵀA + GᵀG for the augmented Lagrangian.
+    """f(x; θ), smooth and convex, with the constraint operators of the augmented Lagrangian.
 
     Attributes:
         fun: ``fun(x, theta) -> ()``, written in JAX (static).
+        diagonal_hessian: whether ∇²f is diagonal (f separable): the Hessian is then the
+            O(n) vector ∇²f·1 (static).
+        floor: a lower bound kept by the x-update (static; ``None`` for none): the
+            entropy's iterates stay at least √tiny inside its domain x > 0.
         theta: a pytree of arrays, the parameters.
-        C: ``(n, n)`` AᵀA + GᵀG.
+        A: ``(p, n)`` equality operator.
+        G: ``(m, n)`` inequality operator.
+        f: ``(n,)`` weights of the bound block (zeros without bounds).
+        sigma: ``()`` proximal weight (cσ).
+        c: ``()`` cost scale: the solver minimises c·f (see ``_scaling.cost_scaling``).
     """
 
     fun: Callable
+    diagonal_hessian: bool
+    floor: Optional[float]
     theta: Any
-    C: jax.Array
+    A: Operator
+    G: Operator
+    f: jax.Array
+    sigma: jax.Array
+    c: jax.Array = 1.0
+
+    quadratic = False  # polishing takes Newton steps until they settle
 
     def value(self, x: jax.Array) -> jax.Array:
-        return self.fun(x, self.theta)
+        return self.c * self.fun(x, self.theta)
 
     def gradient(self, x: jax.Array) -> jax.Array:
-        return jax.grad(self.fun)(x, self.theta)
-
-    def hessian(self, x: jax.Array) -> jax.Array:
-        return jax.hessian(self.fun)(x, self.theta)
+        return self.c * jax.grad(self.fun)(x, self.theta)
 
     def hessian_vector(self, x: jax.Array, v: jax.Array) -> jax.Array:
         return jax.jvp(self.gradient, (x,), (v,))[1]
+
+    def hessian_operator(self, x: jax.Array) -> Operator:
+        if self.diagonal_hessian:
+            return Diagonal(self.hessian_vector(x, jnp.ones_like(x)))
+        return Dense(self.c * jax.hessian(self.fun)(x, self.theta))
 
     def recession_slope(self, d_x: jax.Array) -> jax.Array:
         """No linear cost to certify unboundedness with: never certifies."""
         return jnp.full((), jnp.inf, d_x.dtype)
 
-    def solve_newton_system(self, x, rho, rhs):
-        return _dense_hessian_solve(self.hessian(x), self.C, rho, rhs)
+    def dual_objective(self, lam, nu, mu, constraints, x):
+        """No closed-form dual: the stopping rule uses the residuals only."""
+        return None
+
+    def newton_system(self, x: jax.Array, rho: jax.Array):
+        """The factor of ∇²f(x) + σI + ρC."""
+        p, m = self.A.shape[0], self.G.shape[0]
+        dtype = x.dtype
+        return factor_system(
+            self.hessian_operator(x), self.sigma + rho * self.f,
+            self.A, jnp.full((p,), EQUALITY_WEIGHT, dtype) * rho, self.G, jnp.full((m,), 1.0, dtype) * rho,
+        )
+
+    def augmented_gradient(self, x: jax.Array, rho: jax.Array) -> jax.Array:
+        """ρCx, by the operators' products (C is never formed)."""
+        Cx = EQUALITY_WEIGHT * self.A.rmv(self.A.mv(x)) + self.G.rmv(self.G.mv(x)) + self.f * x
+        return rho * Cx
 
     def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
-        # (5a) x⁺ = argmin f(x) + rᵀx + ρ/2 xᵀCx, by Newton from the previous x
-        return newton_minimise(self, x, r, rho)
+        # (5a) x⁺ = argmin f(x) + rᵀx + ρ/2 xᵀCx + σ/2‖x − xᵏ‖², by Newton from xᵏ
+        x_new = newton_minimise(self, x, r, rho)
+        return x_new if self.floor is None else jnp.maximum(x_new, self.floor)
 
-    def jacobian_x_update(self, x: jax.Array, dgrad: jax.Array, R: jax.Array, rho) -> jax.Array:
-        # (5ga) J_x⁺ = −(∇²f(x⁺) + ρC)⁻¹ (∂_θ∇f + R)
-        return -self.solve_newton_system(x, rho, dgrad + R)
+    def jacobian_x_update(self, x, J_x, dgrad, R, rho) -> jax.Array:
+        # (5ga) J_x⁺ = (∇²f(x⁺) + σI + ρC)⁻¹ (σJ_x − ∂_θ∇f − R)
+        return self.newton_system(x, rho).solve(self.sigma * J_x - dgrad - R)
+
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "SmoothObjective":
+        return self
 
 
-jax.tree_util.register_dataclass(SmoothObjective, data_fields=["theta", "C"], meta_fields=["fun"])
+jax.tree_util.register_dataclass(
+    SmoothObjective,
+    data_fields=["theta", "A", "G", "f", "sigma", "c"],
+    meta_fields=["fun", "diagonal_hessian", "floor"],
+)
 
 
-def newton_minimise(objective, x0: jax.Array, r: jax.Array, rho) -> jax.Array:
-    """Damped Newton on φ(x) = f(x) + rᵀx + ρ/2 xᵀCx from ``x0``.
+def newton_minimise(objective: SmoothObjective, x0: jax.Array, r: jax.Array, rho) -> jax.Array:
+    """Damped Newton on φ(x) = f(x) + rᵀx + ρ/2 xᵀCx + σ/2‖x − x0‖² from ``x0``.
 
     Backtracking halves the step until φ and ∇φ are finite and φ decreases enough
     (Armijo), so iterates never leave f's open domain (an entropy's x > 0 included)
-    when ``x0`` is in it.
-    Stops when the Newton step is at round-off level, or after 50 steps.
+    when ``x0`` is in it. Stops when the Newton step is at round-off level, or after 50
+    steps.
     """
     eps = jnp.finfo(x0.dtype).eps
+    sigma = objective.sigma
 
     def phi(x):
-        return objective.value(x) + r @ x + 0.5 * rho * x @ (objective.C @ x)
+        Cx = objective.augmented_gradient(x, rho)
+        return objective.value(x) + r @ x + 0.5 * x @ Cx + 0.5 * sigma * jnp.sum((x - x0) ** 2)
 
     def gradient_phi(x):
-        return objective.gradient(x) + r + rho * (objective.C @ x)
+        return objective.gradient(x) + r + objective.augmented_gradient(x, rho) + sigma * (x - x0)
 
     def newton_step(carry):
         x, _, iteration = carry
         gradient = gradient_phi(x)
-        step = -objective.solve_newton_system(x, rho, gradient)
+        step = -objective.newton_system(x, rho).solve(gradient)
         slope = gradient @ step
         value = phi(x)
 
@@ -122,10 +168,9 @@ def newton_minimise(objective, x0: jax.Array, r: jax.Array, rho) -> jax.Array:
             in_domain = jnp.isfinite(trial) & jnp.all(jnp.isfinite(trial_gradient))
             armijo = trial <= value + _ARMIJO * t * slope
             # Near the minimiser the decrease a Newton step promises, ~|∇φ|², falls below
-            # the rounding of φ once |∇φ| ~ √eps: Armijo then rejects the step on noise and
-            # Newton stops there (measured |∇φ| up to 6e-10 in float64). Within rounding of
-            # φ, a step that does not increase ‖∇φ‖∞ is accepted instead, so Newton goes on
-            # to round-off level (|∇φ| ~ 1e-15).
+            # the rounding of φ once |∇φ| ~ √eps: Armijo then rejects the step on noise.
+            # Within rounding of φ, a step that does not increase ‖∇φ‖∞ is accepted
+            # instead, so Newton goes on to round-off level.
             within_rounding = trial <= value + 10 * eps * jnp.abs(value)
             gradient_ok = jnp.max(jnp.abs(trial_gradient)) <= jnp.max(jnp.abs(gradient))
             bad = ~in_domain | ~(armijo | (within_rounding & gradient_ok))
@@ -136,12 +181,9 @@ def newton_minimise(objective, x0: jax.Array, r: jax.Array, rho) -> jax.Array:
             t, count = t * 0.5, count + 1
             return t, count, rejected(t, count)
 
-        # The verdict on the current t is carried, and the loop's condition only reads it.
-        # Under vmap, JAX evaluates a while_loop's condition twice per step (any-lane in the
-        # condition, per-lane again in the body to select which lanes advance); a condition
-        # that recomputed the Armijo test could round differently in the two places on a
-        # near-tie (trial ≈ value near convergence), and the batch would then spin forever
-        # with no lane advancing (seen with 8 lanes of constrained_softmax on CPU).
+        # The verdict on the current t is carried, and the loop's condition only reads it:
+        # under vmap, a condition that recomputed the Armijo test could round differently
+        # from the body's evaluation on a near-tie, and the batch would spin forever.
         one, zero = jnp.ones((), x.dtype), jnp.int32(0)
         t, _, _ = lax.while_loop(lambda carry: carry[2], shrink, (one, zero, rejected(one, zero)))
         x_new = x + t * step
@@ -156,110 +198,104 @@ def newton_minimise(objective, x0: jax.Array, r: jax.Array, rho) -> jax.Array:
     return x
 
 
-def _unit_scaling(n: int, p: int, m: int, dtype) -> Scaling:
-    return Scaling(jnp.ones(n, dtype), jnp.ones(p, dtype), jnp.ones(m, dtype), jnp.ones((), dtype))
-
-
-def _smooth_forward(structure, make_objective, theta, A, b, G, h, numerics, init, seeds):
-    constraints = Constraints(A, b, G, h)
-    objective = make_objective(theta, constraints)
-    n, p, m = init.x.size, b.size, h.size
-    scaling = _unit_scaling(n, p, m, init.x.dtype)
-    return run_objective(structure, objective, constraints, scaling, numerics, init, seeds)
+def _smooth_forward(structure, make_objective, theta, constraints: Constraints, numerics, init, seeds):
+    """Build the objective, scale its cost (``_scaling.cost_scaling`` at the starting
+    point), and run the loop."""
+    objective = make_objective(theta, constraints, numerics.sigma)
+    x0 = init.x
+    scaling = cost_scaling(objective.hessian_operator(x0), objective.gradient(x0),
+                           constraints.b.shape[0], constraints.h.shape[0])
+    objective = dataclasses.replace(objective, c=scaling.c, sigma=scaling.c * numerics.sigma)
+    status0 = initial_status((theta, constraints.A, constraints.b, constraints.G, constraints.h), constraints)
+    return run_objective(
+        structure, objective, constraints, scaling, numerics, init, seeds, status0, (constraints.lb, constraints.ub)
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _solve_smooth(structure, make_objective, theta, A, b, G, h, numerics, init):
-    return _smooth_forward(structure, make_objective, theta, A, b, G, h, numerics, init, None).solution
+def _solve_smooth(structure, make_objective, theta, constraints, numerics, init):
+    return _smooth_forward(structure, make_objective, theta, constraints, numerics, init, None).solution
 
 
-def _solve_smooth_fwd(structure, make_objective, theta, A, b, G, h, numerics, init):
+def _solve_smooth_fwd(structure, make_objective, theta, constraints, numerics, init):
+    flags = {name: any(leaf.perturbed for leaf in jax.tree_util.tree_leaves(field))
+             for name, field in zip(Constraints._fields, constraints)}
     theta_perturbed = any(leaf.perturbed for leaf in jax.tree_util.tree_leaves(theta))
-    perturbed = {"P": theta_perturbed, "q": False, "A": A.perturbed, "b": b.perturbed,
-                 "G": G.perturbed, "h": h.perturbed}
-    theta, numerics, init = jax.tree_util.tree_map(lambda leaf: leaf.value, (theta, numerics, init))
-    A, b, G, h = (leaf.value for leaf in (A, b, G, h))
-    blocks = (None, None, None)
-    seeds = None
-    if structure.differentiation == "altdiff":
-        wrt = _altdiff_wrt(perturbed)
-        seeds = _constant_seeds(init.x, b, h, wrt)
-    forward = _smooth_forward(structure, make_objective, theta, A, b, G, h, numerics, init, seeds)
-    if seeds is not None:
-        blocks = split_columns(forward.J, (init.x.size, b.size, h.size), wrt)
-    return forward.solution, (forward._replace(J=None), blocks, numerics, theta)
+    # θ enters like P does: through the cotangent of a virtual linear term (q's columns).
+    perturbed = dict(flags, P=theta_perturbed, q=False)
+    theta, constraints, numerics, init = jax.tree_util.tree_map(
+        lambda leaf: leaf.value, (theta, constraints, numerics, init)
+    )
+    n, dtype = init.x.shape[0], init.x.dtype
+    wrt = carried_parameters(perturbed)
+    nb = constraints.lb.shape[0]
+    sizes = (n, constraints.b.shape[0], constraints.h.shape[0], nb, nb)
+    strategy = strategy_for(structure, wrt, sizes, make_objective(theta, constraints, numerics.sigma).diagonal_hessian)
+    seeds = constant_seeds(sizes, wrt, dtype) if strategy == "altdiff" else None
+    forward = _smooth_forward(structure, make_objective, theta, constraints, numerics, init, seeds)
+    blocks = split_columns(forward.J, sizes, wrt) if seeds is not None else (None,) * 5
+    flags = tuple(flags[name] for name in Constraints._fields)
+    return forward.solution, ({(strategy, flags): (forward._replace(J=None), blocks)}, numerics, theta)
 
 
 def _solve_smooth_bwd(structure, make_objective, residuals, cotangent: Solution):
-    forward, blocks, numerics, theta = residuals
-    solution = forward.solution
-    sizes = (solution.x.size, solution.s.size, solution.lam.size, solution.nu.size)
-    outputs = Iterate(*(
-        jnp.zeros(size, solution.x.dtype) if isinstance(g, SymbolicZero) else g
-        for g, size in zip((cotangent.x, cotangent.s, cotangent.lam, cotangent.nu), sizes)
-    ))
-    bars, _ = _pull_back(structure, numerics, forward, blocks, outputs)
-    x, lam, nu = _masked_solution(solution)
-    grads = data_gradients(x, lam, nu, *bars)
+    by_key, numerics, theta = residuals
+    (((strategy, flags), (forward, blocks)),) = by_key.items()
+    outputs = output_cotangent(cotangent, forward.solution)
+    bars, _ = pull_back(strategy, structure, numerics, forward, blocks, outputs)
+    x, lam, nu = masked_solution(forward.solution)
+    wanted = dict(zip(Constraints._fields, flags))
+    grads = data_gradients(x, lam, nu, *bars, matrices=(False, wanted["A"], wanted["G"]))
     q_bar = jnp.zeros_like(x) if bars[0] is None else bars[0]
     # θ̄ = (∂_θ∇f(x*; θ))ᵀ q̄: θ enters the stationarity condition as a linear term would.
-    _, pull_theta = jax.vjp(lambda t: forward.objective.__class__.gradient(
-        dataclasses.replace(forward.objective, theta=t), x), theta)
+    fun = forward.objective.fun
+    _, pull_theta = jax.vjp(lambda t: jax.grad(fun)(x, t), theta)
     (theta_bar,) = pull_theta(q_bar)
-    return theta_bar, grads.A, grads.b, grads.G, grads.h, None, None
+    constraint_bars = []
+    for name, wanted in zip(Constraints._fields, flags):
+        grad = getattr(grads, name) if wanted else None
+        if grad is not None and name in ("A", "G"):
+            grad = Dense(grad)
+        constraint_bars.append(grad)
+    return theta_bar, Constraints(*constraint_bars), None, None
 
 
 _solve_smooth.defvjp(_solve_smooth_fwd, _solve_smooth_bwd, symbolic_zeros=True)
 
 
-def _validate_block(name_matrix, name_rhs, matrix, rhs, n, dtype):
-    if (matrix is None) != (rhs is None):
-        raise ValueError(f"{name_matrix} and {name_rhs} must be given together")
-    if matrix is None:
-        return jnp.zeros((0, n), dtype), jnp.zeros((0,), dtype)
-    matrix, rhs = jnp.asarray(matrix), jnp.asarray(rhs)
-    for name, value in ((name_matrix, matrix), (name_rhs, rhs)):
-        if value.dtype != dtype:
-            raise ValueError(f"{name} has dtype {value.dtype}, expected {dtype} like x")
-    if matrix.ndim != 2 or matrix.shape[1] != n:
-        raise ValueError(f"{name_matrix} has shape {matrix.shape}, expected (rows, {n})")
-    if rhs.shape != (matrix.shape[0],):
-        raise ValueError(f"{name_rhs} has shape {rhs.shape}, expected {(matrix.shape[0],)} "
-                         f"(one entry per row of {name_matrix} of shape {matrix.shape})")
-    return matrix, rhs
-
-
 def solve_smooth_objective(
     make_objective: Callable,
     theta: Any,
-    n: int,
-    dtype,
-    A=None,
-    b=None,
-    G=None,
-    h=None,
-    options: Optional[Options] = None,
-    init: Optional[Solution] = None,
-    x0: Optional[jax.Array] = None,
+    constraints: Constraints,
+    options: Optional[Options],
+    init: Optional[Solution],
+    x0: Optional[jax.Array],
+    name: str,
 ) -> Solution:
-    """Shared entry of every smooth layer: validate, then the custom_vjp solve.
+    """Shared entry of every smooth layer: options, the starting point, the custom_vjp solve.
 
-    ``make_objective(theta, constraints)`` builds the objective (static: a module-level
-    function or a ``functools.partial`` of one with hashable arguments).
+    ``make_objective(theta, constraints, sigma)`` builds the :class:`SmoothObjective`
+    (static: a module-level function or a ``functools.partial`` of one with hashable
+    arguments).
     """
-    A, b = _validate_block("A", "b", A, b, n, dtype)
-    G, h = _validate_block("G", "h", G, h, n, dtype)
     options = Options() if options is None else options
-    z0 = _initial_iterate(init, n, b.size, h.size, dtype)
+    if not isinstance(options, Options):
+        raise ValueError(f"options must be an altdiff_jax.Options, got {type(options).__name__}")
+    n, dtype = constraints.A.shape[1], constraints.b.dtype
+    z0 = initial_iterate(init, constraints, n, dtype)
     if init is None and x0 is not None:
-        z0 = z0._replace(x=x0)
+        z0 = z0._replace(x=x0, z=jnp.clip(x0, constraints.lb, constraints.ub) if constraints.bounded else z0.z)
     structure = options.structure()._replace(scaling_iterations=0)
-    return _solve_smooth(structure, make_objective, theta, A, b, G, h, options.numerics(dtype), z0)
+    try:
+        return _solve_smooth(structure, make_objective, theta, constraints, options.numerics(dtype), z0)
+    except TypeError as error:
+        raise_forward_mode(error, name, "For forward-mode derivatives of a QP use altdiff_jax.jvp.")
 
 
-def _general_objective(fun, theta, constraints):
-    C = constraints.A.T @ constraints.A + constraints.G.T @ constraints.G
-    return SmoothObjective(fun, theta, C)
+def _general_objective(fun, theta, constraints: Constraints, sigma) -> SmoothObjective:
+    n = constraints.A.shape[1]
+    f = bound_diagonal(constraints, n, sigma.dtype)
+    return SmoothObjective(fun, False, None, theta, constraints.A, constraints.G, f, sigma)
 
 
 def solve_convex(
@@ -272,16 +308,22 @@ def solve_convex(
     options: Optional[Options] = None,
     init: Optional[Solution] = None,
     *,
+    lb=None,
+    ub=None,
     x0: Optional[jax.Array] = None,
 ) -> Solution:
-    """Minimise a smooth convex ``objective(x, theta)`` subject to Ax = b, Gx <= h.
+    """Minimise a smooth convex ``objective(x, theta)`` subject to Ax = b, Gx <= h, lb <= x <= ub.
 
-    The x-update of ADMM is a damped Newton solve with Hessians from JAX's autodiff, and
-    differentiation works as for :func:`altdiff_jax.solve` (``Options.differentiation``):
-    ``jax.grad`` gives gradients for every array leaf of ``theta`` and for A, b, G, h.
-    The data are not equilibrated (``Options.scaling_iterations`` is ignored), and no
-    unboundedness certificate exists for a general objective: an unbounded problem ends
-    in ``MAX_ITER`` or ``NONFINITE``.
+    The x-update of ADMM is a damped Newton solve with Hessians from JAX's autodiff, the
+    result is polished by Newton steps on its active set, and differentiation works as
+    for :func:`altdiff_jax.solve` (``Options.differentiation``): ``jax.grad`` gives
+    gradients for every array leaf of ``theta`` and for A, b, G, h, lb, ub. Differences
+    from :func:`altdiff_jax.solve`, by necessity: the data are not equilibrated
+    (``Options.scaling_iterations`` is ignored: the objective is a black box), the
+    stopping rule has no duality gap (no closed-form dual), and no unboundedness
+    certificate exists for a general objective: an unbounded problem ends in
+    ``MAX_ITER`` or ``NONFINITE``, never in a wrong ``SOLVED``
+    (``tests/test_layers_smooth.py``).
 
     Args:
         objective: ``objective(x, theta) -> ()``, smooth and convex in ``x (n,)``; a
@@ -292,79 +334,45 @@ def solve_convex(
         G, h: ``(m, n)``, ``(m,)`` inequalities, or None.
         options: :class:`Options`.
         init: a previous :class:`Solution` to start from.
-        x0: ``(n,)`` starting point of the primal iterate when ``init`` is None; needed
-            when ``objective`` is undefined at 0 (the default start), as an entropy is.
-            Its dtype and shape fix ``n`` and the dtype; otherwise they come from ``A``
-            or ``G``.
+        lb, ub: ``(n,)`` bounds (entries may be ∓inf), or None.
+        x0: ``(n,)`` floating starting point of the primal iterate when ``init`` is None;
+            needed when ``objective`` is undefined at 0 (the default start), as an
+            entropy is. Its dtype and shape fix ``n`` and the dtype; otherwise they come
+            from ``A`` or ``G``.
 
     Returns:
         :class:`Solution`.
+
+    Raises:
+        ValueError: at trace time, for inconsistent shapes or dtypes (naming the argument).
 
     Examples:
         >>> import jax.numpy as jnp
         >>> from altdiff_jax import solve_convex
         >>> def fun(x, theta):
         ...     return jnp.sum((x - theta) ** 2) + jnp.log(jnp.sum(jnp.exp(x)))
-        >>> sol = solve_convex(fun, jnp.array([2.0, 0.0]), G=jnp.eye(2), h=jnp.ones(2))
+        >>> sol = solve_convex(fun, jnp.array([2.0, 0.0]), ub=jnp.ones(2))
         >>> round(float(sol.x[0]), 3)
         1.0
     """
-    template = x0 if x0 is not None else (A if A is not None else G)
-    if template is None:
-        raise ValueError("solve_convex needs x0, A or G to know the number of variables n")
-    template = jnp.asarray(template)
-    n = template.shape[0] if x0 is not None else template.shape[1]
     if x0 is not None:
         x0 = jnp.asarray(x0)
-        if x0.ndim != 1:
-            raise ValueError(f"x0 must have shape (n,), got {x0.shape}")
+        if x0.ndim != 1 or not jnp.issubdtype(x0.dtype, jnp.floating):
+            raise ValueError(f"x0 must be a floating vector of shape (n,), got shape {x0.shape} and dtype {x0.dtype}")
+    template = next((v for v in (x0, A, G, lb, ub) if v is not None), None)
+    if template is None:
+        raise ValueError("solve_convex needs x0, A, G, lb or ub to know the number of variables n")
+    template = jnp.asarray(template)
+    if template.dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
+        raise ValueError(
+            f"solve_convex: x0/A/G/lb/ub must have dtype float32 or float64, got {template.dtype}"
+        )
+    n = template.shape[1] if template.ndim == 2 else template.shape[0]
+    dtype = template.dtype
+    source, reference = f"the problem's n = {n}", "x0/A/G/lb/ub"
+    A, b = constraint_block("solve_convex", A, b, ("A", "b"), n, dtype, source, reference)
+    G, h = constraint_block("solve_convex", G, h, ("G", "h"), n, dtype, source, reference)
+    lb, ub = bounds("solve_convex", lb, ub, n, dtype, source, reference)
+    constraints = Constraints(Dense(A), b, Dense(G), h, lb, ub)
     make_objective = functools.partial(_general_objective, objective)
-    return solve_smooth_objective(
-        make_objective, theta, n, template.dtype, A, b, G, h, options, init, x0
-    )
-
-
-def negative_entropy_objective(x: jax.Array, y: jax.Array) -> jax.Array:
-    """−yᵀx + Σ xᵢ log xᵢ: the constrained softmax's objective (paper App. B.2)."""
-    return -y @ x + jnp.sum(jax.scipy.special.xlogy(x, x))
-
-
-@dataclasses.dataclass(frozen=True)
-class EntropyObjective(SmoothObjective):
-    """−yᵀx + Σ xᵢ log xᵢ with A = 1ᵀ and GᵀG = g·I (G = I or absent).
-
-    Its Hessian ∇²f + ρC = diag(1/x + ρg) + ρ11ᵀ is diagonal plus rank one, so every
-    Newton system and Jacobian x-update is solved in O(n) per column by
-    Sherman–Morrison instead of a dense factorisation.
-
-    Attributes:
-        g: ``()``, the diagonal of GᵀG (1 with upper bounds, 0 without).
-    """
-
-    g: jax.Array = None
-
-    def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
-        # Entries whose optimum underflows (y spread by ~1e3) stop at a floor inside the
-        # domain, √tiny (1e-154 in float64, 1e-19 in float32): the iterate stays finite
-        # and such a solve ends honestly in MAX_ITER rather than in NaNs.
-        floor = jnp.sqrt(jnp.finfo(x.dtype).tiny)
-        return jnp.maximum(newton_minimise(self, x, r, rho), floor)
-
-    def solve_newton_system(self, x, rho, rhs):
-        inverse_diagonal = 1.0 / (1.0 / x + rho * self.g)
-        if rhs.ndim == 2:
-            inverse_diagonal = inverse_diagonal[:, None]
-        scaled = inverse_diagonal * rhs
-        correction = rho * jnp.sum(scaled, axis=0) / (1.0 + rho * jnp.sum(inverse_diagonal, axis=0))
-        return scaled - inverse_diagonal * correction
-
-
-jax.tree_util.register_dataclass(EntropyObjective, data_fields=["theta", "C", "g"], meta_fields=["fun"])
-
-
-def entropy_objective(y, constraints: Constraints) -> EntropyObjective:
-    """The softmax layers' objective; C is kept dense only for the KKT strategy and
-    the residuals, the x-updates never factor it."""
-    C = constraints.A.T @ constraints.A + constraints.G.T @ constraints.G
-    g = jnp.asarray(1.0 if constraints.G.shape[0] else 0.0, y.dtype)
-    return EntropyObjective(negative_entropy_objective, y, C, g)
+    return solve_smooth_objective(make_objective, theta, constraints, options, init, x0, "solve_convex")

@@ -2,34 +2,43 @@
 
 Reverse mode goes through a ``custom_vjp`` whose rules dispatch on
 ``Options.differentiation``; every strategy ends in the same place: cotangents of the
-scaled seeds (∂∇f, ∂b, ∂h), mapped to the user's q, b, h, then to P, A, G (§5).
+scaled seeds (∂∇f, ∂b, ∂h, ∂lb, ∂ub), mapped to the user's q, b, h, lb, ub, then to P,
+A, G (math note §5).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from ._adjoint import AdjointInfo, adjoint_vjp
-from ._admm import Iterate
-from ._driver import run
-from ._jacobian import Seeds, active_margin, parameter_seeds
+from ._driver import initial_status, run
+from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
 from ._kkt import kkt_vjp
-from ._objective import QUADRATIC_FACTORS, QuadraticObjective
+from ._linalg import Dense
+from ._linalg import structured as is_structured
+from ._objective import QuadraticObjective, make_x_solver
 from ._options import Numerics, Options, Structure
 from ._problem import QP, Constraints, data_gradients, validate_qp
-from ._scaling import Scaling, ruiz_equilibrate
+from ._scaling import Scaling, cost_scaling, ruiz_equilibrate
 from ._solution import Solution, Status
+
+AUTO_ALTDIFF_MAX_COLUMNS = 8
+"""``differentiation="auto"`` carries Alt-Diff Jacobians when at most this many columns
+are needed, the adjoint pass otherwise (the crossover measured in
+``benchmarks/results/strategies.md``)."""
+
+_FORWARD_MODE_MESSAGE = "can't apply forward-mode autodiff (jvp) to a custom_vjp function"
 
 
 class _Run(NamedTuple):
     """What a forward solve leaves for a backward pass, in the solver's scaled space."""
 
-    objective: QuadraticObjective
+    objective: Any
     constraints: Constraints
     scaling: Scaling
     z: Iterate
@@ -37,74 +46,134 @@ class _Run(NamedTuple):
     solution: Solution
 
 
-def _initial_iterate(init: Optional[Solution], n: int, p: int, m: int, dtype) -> Iterate:
+def is_batched(*trees) -> bool:
+    """Whether any leaf is being batched by ``jax.vmap`` (inspected at trace time)."""
+    try:
+        from jax._src.interpreters import batching
+        BatchTracer = batching.BatchTracer
+    except (ImportError, AttributeError):  # a JAX without this internal: assume unbatched
+        return False
+    not_mapped = getattr(batching, "not_mapped", None)  # None in the JAX versions that drop the name
+    for leaf in jax.tree_util.tree_leaves(trees):
+        while isinstance(leaf, jax.core.Tracer):
+            if isinstance(leaf, BatchTracer) and leaf.batch_dim is not not_mapped:
+                return True
+            leaf = getattr(leaf, "primal", getattr(leaf, "val", None))
+    return False
+
+
+def initial_iterate(init: Optional[Solution], constraints: Constraints, n: int, dtype) -> Iterate:
+    """The starting iterate: zeros (the paper's), or a previous :class:`Solution`."""
+    p, m, nb = constraints.b.shape[0], constraints.h.shape[0], constraints.lb.shape[0]
     if init is None:
-        return Iterate(*(jnp.zeros((size,), dtype) for size in (n, m, p, m)))
-    values = []
-    for name, size in zip(("x", "s", "lam", "nu"), (n, m, p, m)):
-        value = jnp.asarray(getattr(init, name), dtype)
+        x = jnp.zeros((n,), dtype)
+        z_B = jnp.clip(x, constraints.lb, constraints.ub) if nb else jnp.zeros((0,), dtype)
+        return Iterate(x, jnp.zeros((m,), dtype), jnp.zeros((p,), dtype), jnp.zeros((m,), dtype), z_B,
+                       jnp.zeros((nb,), dtype))
+    values = {}
+    for name, size in (("x", n), ("s", m), ("lam", p), ("nu", m), ("mu", nb)):
+        value = getattr(init, name, None)
+        value = jnp.zeros((size,), dtype) if value is None else jnp.asarray(value)
+        if not jnp.issubdtype(value.dtype, jnp.floating):
+            raise ValueError(f"init.{name} must have a floating dtype, got {value.dtype}")
         if value.shape != (size,):
             raise ValueError(f"init.{name} has shape {value.shape}, expected {(size,)}")
-        values.append(value)
-    return Iterate(*values)
+        values[name] = jnp.nan_to_num(value.astype(dtype))  # a warm start must not poison the loop
+    z_B = jnp.clip(values["x"], constraints.lb, constraints.ub) if nb else values["mu"]
+    return Iterate(values["x"], values["s"], values["lam"], values["nu"], z_B, values["mu"])
 
 
-def _forward(structure: Structure, P, q, A, b, G, h, numerics: Numerics, init: Iterate, seeds) -> _Run:
+def _factorization(structure: Structure, leaves) -> str:
+    if structure.factorization != "auto":
+        return structure.factorization
+    return "eigen" if is_batched(leaves) else "cholesky"
+
+
+def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, seeds) -> _Run:
     """Equilibrate, factor once, run the loop, map the solution back to the user's scaling.
 
-    ``seeds(scaling)`` gives the scaled seeds to carry (or None for a plain solve).
+    ``data`` holds operators for P, A, G (``_linalg``): dense ones are equilibrated by
+    Ruiz; structured ones (the layers') run as they are. ``seeds(scaling)`` gives the
+    scaled seeds to carry (or None for a plain solve).
     """
-    P = 0.5 * (P + P.T)
-    P_s, q_s, constraints, scaling = ruiz_equilibrate(
-        P, q, Constraints(A, b, G, h), structure.scaling_iterations
-    )
-    objective = QUADRATIC_FACTORS[structure.quadratic](P_s, q_s, constraints)
-    return run_objective(structure, objective, constraints, scaling, numerics, init, seeds)
+    P, q, A, b, G, h, lb, ub = data
+    if isinstance(P, Dense):
+        P = Dense(0.5 * (P.matrix + P.matrix.T))
+    constraints = Constraints(A, b, G, h, lb, ub)
+    if all(isinstance(op, Dense) for op in (P, A, G)):
+        P_hat, q_s, scaled, scaling = ruiz_equilibrate(P, q, constraints, structure.scaling_iterations)
+    else:
+        scaling = cost_scaling(P, q, b.shape[0], h.shape[0])
+        P_hat, q_s, scaled = P, scaling.c * q, constraints
+    method = _factorization(structure, data)
+    solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method)
+    objective = QuadraticObjective(P_hat, q_s, scaling.c, numerics.sigma, solver)
+    status0 = initial_status((P, q, A, b, G, h), constraints)
+    early_polish = is_structured(P, A, G) or not is_batched(data)
+    return run_objective(structure, objective, scaled, scaling, numerics, init, seeds, status0, (lb, ub), early_polish)
 
 
-def run_objective(structure, objective, constraints, scaling, numerics, init, seeds) -> _Run:
-    """Run the loop for any objective on (scaled) constraints; shared by every layer."""
+def run_objective(
+    structure, objective, constraints, scaling, numerics, init, seeds, status0, bounds, early_polish: bool = True
+) -> _Run:
+    """Run the loop for any objective on (scaled) constraints; shared by every layer.
+
+    ``bounds`` are the user's (lb, ub): a polished point is put exactly within them (its
+    scaled bounds lb/D, ub/D come back as D·(lb/D), which can miss lb by an ulp)."""
     carried = None if seeds is None else seeds(scaling)
-    z, J, info = run(objective, constraints, scaling, scaling.scale(init), carried, numerics, structure)
+    start = scaling.scale(init)
+    z, J, objective, info = run(objective, constraints, scaling, start, carried, numerics, structure, status0,
+                                early_polish)
     user = scaling.unscale(z)
-    return _Run(objective, constraints, scaling, z, J, Solution(user.x, user.s, user.lam, user.nu, info))
+    x = user.x
+    if constraints.bounded:
+        x = jnp.where(info.polished, jnp.clip(x, *bounds), x)
+    solution = Solution(x, user.s, user.lam, user.nu, user.mu, info)
+    return _Run(objective, constraints, scaling, z, J, solution)
 
 
-def _constant_seeds(q, b, h, wrt):
-    n, p, m = q.size, b.size, h.size
-    return lambda scaling: scaling.scale_seeds(parameter_seeds(n, p, m, wrt, q.dtype))
+def constant_seeds(sizes, wrt, dtype):
+    """``seeds(scaling)`` for the identity seeds of the carried parameters."""
+    return lambda scaling: scaling.scale_seeds(parameter_seeds(sizes, wrt, dtype))
 
 
-def _usable(solution: Solution) -> jax.Array:
+def usable(solution: Solution) -> jax.Array:
     """A solve has a derivative if it converged or was truncated, with a finite result."""
     status = solution.info.status
-    ok = (status == Status.SOLVED) | (status == Status.MAX_ITER)
+    ok = (status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED)
     return ok & jnp.all(jnp.isfinite(solution.x))
 
 
-def _pull_back(structure: Structure, numerics: Numerics, forward: _Run, blocks, cotangent: Iterate):
-    """Cotangent of (x, s, λ, ν) -> gradients of all six leaves, by the chosen strategy.
+def strategy_for(structure: Structure, wrt, sizes, structured: bool) -> str:
+    """The differentiation strategy, with ``"auto"`` resolved at trace time: Alt-Diff's
+    carried Jacobians when few columns are needed; otherwise, for structured data (whose
+    KKT system is solved in O(n)), the exact ``"kkt"`` pullback, else the adjoint pass."""
+    if structure.differentiation != "auto":
+        return structure.differentiation
+    columns = sum(size for size, carried in zip(sizes, wrt) if carried)
+    if columns <= AUTO_ALTDIFF_MAX_COLUMNS:
+        return "altdiff"
+    return "kkt" if structured else "adjoint"
+
+
+def pull_back(strategy: str, structure: Structure, numerics: Numerics, forward: _Run, blocks, cotangent: Iterate):
+    """Cotangent of the solution -> cotangents of the user's (q, b, h, lb, ub).
 
     A solve that failed (infeasible, unbounded, non-finite) has a zero gradient, so it
     cannot poison the rest of a batch.
 
     Returns:
-        ``([q̄, b̄, h̄], AdjointInfo)``: cotangents of the user's q, b, h (None where not
-        computed); the gradients of P, A, G (or of an objective's θ) follow from them.
+        ``([q̄, b̄, h̄, l̄b, ūb], AdjointInfo)`` (None where not computed); the gradients of
+        P, A, G (or of an objective's θ) follow from them.
     """
     solution, scaling = forward.solution, forward.scaling
-    usable = _usable(solution)
-    strategy = structure.differentiation
     if strategy == "altdiff":
         bars = []
         for J in blocks:
-            total = None
-            if J is not None:
-                total = sum(block.T @ g for block, g in zip(J, cotangent))
-            bars.append(total)
+            bars.append(None if J is None else sum(block.T @ g for block, g in zip(J, cotangent)))
         info = AdjointInfo(solution.info.status, solution.info.iterations, solution.info.jacobian_change)
     else:
-        # The output map (x, s, λ, ν) = U(x̃, s̃, λ̃, ν̃) is diagonal, so Uᵀ = U.
+        # The output map (x, s, λ, ν, z, μ) = U(x̃, s̃, λ̃, ν̃, z̃, μ̃) is diagonal, so Uᵀ = U.
         scaled_cotangent = scaling.unscale(cotangent)
         z, rho = forward.z, solution.info.rho
         if strategy == "adjoint":
@@ -112,48 +181,38 @@ def _pull_back(structure: Structure, numerics: Numerics, forward: _Run, blocks, 
                 forward.objective, forward.constraints, z, rho, numerics.alpha,
                 scaled_cotangent, numerics.tol, structure.max_iter,
             )
-        else:  # "kkt"; active iff s̃ − margin <= ν̃/ρ: the Alt-Diff mask at the fixed point
-            margin = active_margin(forward.constraints, numerics.tol)
-            sigma_bar = Seeds(*kkt_vjp(
-                forward.objective.hessian(z.x), None, forward.constraints,
-                z.x, z.lam, z.nu / rho, z.s - margin, scaled_cotangent,
-            ))
+        else:  # "kkt"
+            sigma_bar = kkt_vjp(forward.objective, forward.constraints, z, rho, numerics.tol, scaled_cotangent)
             finite = jnp.all(jnp.isfinite(sigma_bar.grad))
             info = AdjointInfo(
                 jnp.where(finite, Status.SOLVED, Status.NONFINITE).astype(jnp.int32),
                 jnp.int32(0), jnp.zeros((), z.x.dtype),
             )
         bars = list(scaling.parameter_cotangents(sigma_bar))
-    bars = [None if bar is None else jnp.where(usable & jnp.all(jnp.isfinite(bar)), bar, 0.0) for bar in bars]
+    ok = usable(solution)
+    bars = [None if bar is None else jnp.where(ok & jnp.all(jnp.isfinite(bar)), bar, 0.0) for bar in bars]
     return bars, info
 
 
-def _masked_solution(solution: Solution) -> tuple[jax.Array, jax.Array, jax.Array]:
+def masked_solution(solution: Solution) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(x, λ, ν) for the §5 formulas, zeroed for a failed solve (its gradient is zero)."""
-    usable = _usable(solution)
-    return tuple(jnp.where(usable, v, 0.0) for v in (solution.x, solution.lam, solution.nu))
+    ok = usable(solution)
+    return tuple(jnp.where(ok, v, 0.0) for v in (solution.x, solution.lam, solution.nu))
 
 
-def _altdiff_wrt(perturbed: dict) -> tuple[bool, bool, bool]:
-    """Columns to carry for (q, b, h): P, A and G gradients are built from them (§5)."""
+def carried_parameters(perturbed: dict) -> tuple[bool, ...]:
+    """Columns to carry for (q, b, h, lb, ub): P, A and G gradients are built from them (§5)."""
     return (
         perturbed["P"] or perturbed["q"] or perturbed["A"] or perturbed["G"],
         perturbed["b"] or perturbed["A"],
         perturbed["h"] or perturbed["G"],
+        perturbed["lb"],
+        perturbed["ub"],
     )
 
 
-def _forward_for_gradient(structure, P, q, A, b, G, h, numerics, init, perturbed):
-    """The forward pass under differentiation, with the Jacobian blocks Alt-Diff needs."""
-    if structure.differentiation != "altdiff":
-        return _forward(structure, P, q, A, b, G, h, numerics, init, None), (None, None, None)
-    wrt = _altdiff_wrt(perturbed)
-    forward = _forward(structure, P, q, A, b, G, h, numerics, init, _constant_seeds(q, b, h, wrt))
-    return forward, split_columns(forward.scaling.unscale(forward.J), (q.size, b.size, h.size), wrt)
-
-
 def split_columns(J: Iterate, sizes, wrt) -> tuple[Optional[Iterate], ...]:
-    """The carried columns as one block each for q, b, h (None for a block not carried)."""
+    """The carried columns as one block each for q, b, h, lb, ub (None if not carried)."""
     blocks, offset = [], 0
     for size, carried in zip(sizes, wrt):
         width = size if carried else 0
@@ -162,34 +221,73 @@ def split_columns(J: Iterate, sizes, wrt) -> tuple[Optional[Iterate], ...]:
     return tuple(blocks)
 
 
+def output_cotangent(cotangent: Solution, solution: Solution) -> Iterate:
+    """The cotangent of a Solution as an Iterate (z, the bound block's copy of x, is no output)."""
+    dtype = solution.x.dtype
+
+    def dense(g, like):
+        return jnp.zeros(like.shape, dtype) if g is None or isinstance(g, SymbolicZero) else g
+
+    x, s, lam, nu, mu = (dense(getattr(cotangent, k), getattr(solution, k)) for k in ("x", "s", "lam", "nu", "mu"))
+    return Iterate(x, s, lam, nu, jnp.zeros_like(mu), mu)
+
+
+def _sizes(data) -> tuple[int, ...]:
+    q, b, h, lb = data[1], data[3], data[5], data[6]
+    return (q.size, b.size, h.size, lb.size, lb.size)
+
+
+def _forward_for_gradient(structure, data, numerics, init, perturbed):
+    """The forward pass under differentiation, with the Jacobian blocks Alt-Diff needs."""
+    wrt, sizes = carried_parameters(perturbed), _sizes(data)
+    structured = not all(isinstance(op, Dense) for op in (data.P, data.A, data.G))
+    strategy = strategy_for(structure, wrt, sizes, structured)
+    if strategy != "altdiff":
+        return strategy, _forward(structure, data, numerics, init, None), (None,) * 5
+    forward = _forward(structure, data, numerics, init, constant_seeds(sizes, wrt, data[1].dtype))
+    return strategy, forward, split_columns(forward.scaling.unscale(forward.J), sizes, wrt)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _solve_qp(structure, P, q, A, b, G, h, numerics, init):
-    return _forward(structure, P, q, A, b, G, h, numerics, init, None).solution
+def solve_qp(structure: Structure, data: QP, numerics: Numerics, init: Iterate) -> Solution:
+    """The QP solve with its custom_vjp: ``data`` is a :class:`QP` of operators (P, A, G)
+    and arrays; shared by :func:`solve` (dense operators) and the structured layers."""
+    return _forward(structure, data, numerics, init, None).solution
 
 
-def _solve_qp_fwd(structure, P, q, A, b, G, h, numerics, init):
-    perturbed = {name: leaf.perturbed for name, leaf in zip("PqAbGh", (P, q, A, b, G, h))}
-    P, q, A, b, G, h = (leaf.value for leaf in (P, q, A, b, G, h))
-    numerics, init = jax.tree_util.tree_map(lambda leaf: leaf.value, (numerics, init))
-    forward, blocks = _forward_for_gradient(structure, P, q, A, b, G, h, numerics, init, perturbed)
-    if structure.differentiation == "altdiff":
+def _solve_qp_fwd(structure, data, numerics, init):
+    perturbed = tuple(
+        any(leaf.perturbed for leaf in jax.tree_util.tree_leaves(field)) for field in data
+    )
+    data, numerics, init = jax.tree_util.tree_map(lambda leaf: leaf.value, (data, numerics, init))
+    strategy, forward, blocks = _forward_for_gradient(
+        structure, data, numerics, init, dict(zip(QP._fields, perturbed))
+    )
+    if strategy == "altdiff":
         forward = forward._replace(objective=None, constraints=None, J=None)  # keep what bwd needs
-    return forward.solution, (forward, blocks, numerics)
+    # Strategy and flags travel in the residuals' tree structure (a dict key), not as leaves.
+    return forward.solution, ({(strategy, perturbed): (forward, blocks)}, numerics)
 
 
 def _solve_qp_bwd(structure, residuals, cotangent: Solution):
-    forward, blocks, numerics = residuals
-    x = forward.solution.x
-    sizes = (x.size, forward.solution.s.size, forward.solution.lam.size, forward.solution.nu.size)
-    outputs = Iterate(*(
-        jnp.zeros(size, x.dtype) if isinstance(g, SymbolicZero) else g
-        for g, size in zip((cotangent.x, cotangent.s, cotangent.lam, cotangent.nu), sizes)
-    ))
-    bars, _ = _pull_back(structure, numerics, forward, blocks, outputs)
-    return (*data_gradients(*_masked_solution(forward.solution), *bars), None, None)
+    by_key, numerics = residuals
+    (((strategy, perturbed), (forward, blocks)),) = by_key.items()
+    outputs = output_cotangent(cotangent, forward.solution)
+    bars, _ = pull_back(strategy, structure, numerics, forward, blocks, outputs)
+    wanted = dict(zip(QP._fields, perturbed))
+    matrices = (wanted["P"], wanted["A"], wanted["G"])
+    grads = data_gradients(*masked_solution(forward.solution), *bars, matrices=matrices)
+    cotangents = []
+    for name, grad, wanted in zip(QP._fields, grads, perturbed):
+        if not wanted:
+            grad = None
+        elif name in ("P", "A", "G"):
+            grad = Dense(grad)  # structured operators are the layers' constants, never perturbed
+        cotangents.append(grad)
+    return QP(*cotangents), None, None
 
 
-_solve_qp.defvjp(_solve_qp_fwd, _solve_qp_bwd, symbolic_zeros=True)
+solve_qp.defvjp(_solve_qp_fwd, _solve_qp_bwd, symbolic_zeros=True)
 
 
 def _prepare(problem: QP, options: Optional[Options], init: Optional[Solution]):
@@ -197,9 +295,20 @@ def _prepare(problem: QP, options: Optional[Options], init: Optional[Solution]):
     options = Options() if options is None else options
     if not isinstance(options, Options):
         raise ValueError(f"options must be an altdiff_jax.Options, got {type(options).__name__}")
-    (n,), (p,), (m,) = q.shape, constraints.b.shape, constraints.h.shape
-    z0 = _initial_iterate(init, n, p, m, P.dtype)
-    return (P, q, *constraints, options.numerics(P.dtype), z0), options
+    data = QP(P, q, *constraints)
+    z0 = initial_iterate(init, constraints, q.shape[0], q.dtype)
+    return data, options.numerics(q.dtype), z0, options
+
+
+def raise_forward_mode(error: TypeError, name: str, alternatives: str) -> None:
+    """Re-raise JAX's forward-mode error through a custom_vjp with a pointer to the
+    forward-mode entry points; any other TypeError passes unchanged."""
+    if _FORWARD_MODE_MESSAGE in str(error):
+        raise TypeError(
+            f"altdiff_jax.{name} is reverse-mode differentiable only (jax.grad, jax.vjp, jax.jacrev); "
+            f"jax.jvp and jax.jacfwd cannot pass its custom_vjp. {alternatives}"
+        ) from error
+    raise error
 
 
 def solve(problem: QP, options: Optional[Options] = None, init: Optional[Solution] = None) -> Solution:
@@ -207,29 +316,30 @@ def solve(problem: QP, options: Optional[Options] = None, init: Optional[Solutio
 
     A pure function: jit it, vmap it over a batch of problems (any subset of the
     leaves batched), and take ``jax.grad`` of a loss of any field of the returned
-    :class:`Solution` with respect to every leaf ``P, q, A, b, G, h``.
+    :class:`Solution` with respect to every leaf ``P, q, A, b, G, h, lb, ub``.
 
-    How ``jax.grad`` differentiates is ``Options.differentiation``. With the default
-    ``"altdiff"`` the loop also carries the Jacobians of (x, s, λ, ν) with respect to
-    q, b and h (paper eqs. 5ga–5gd), only for the parameters being differentiated, and
-    the stopping rule also waits for them to settle, so ``Options.tol`` truncates both
-    the solution and its derivative. A failed solve (infeasible, unbounded,
-    non-finite) has a zero gradient; a ``MAX_ITER`` one has the gradient of its
-    truncated iterate.
+    How ``jax.grad`` differentiates is ``Options.differentiation``. With ``"altdiff"``
+    the loop also carries the Jacobians of the iterates with respect to the
+    differentiated parameters (paper eqs. 5ga–5gd) and the stopping rule waits for them
+    to settle, so ``Options.tol`` truncates both the solution and its derivative; the
+    default ``"auto"`` does so when few columns are needed and runs the adjoint pass
+    otherwise. A failed solve (infeasible, unbounded, non-finite) has a zero gradient; a
+    ``MAX_ITER`` one has the gradient of its truncated iterate.
 
-    Forward mode (``jax.jvp``, ``jax.jacfwd``) cannot pass through this function's
+    Forward mode (``jax.jvp``, ``jax.jacfwd``) cannot pass this function's
     ``custom_vjp``; use :func:`jvp` for tangents and :func:`jacobians` for the full
-    Jacobians dx*/dq, dx*/db, dx*/dh.
+    Jacobians.
 
     Args:
-        problem: the :class:`QP`, leaves of one floating dtype.
+        problem: the :class:`QP`, leaves of one floating dtype (float32 or float64).
         options: :class:`Options`; ``None`` for the defaults.
         init: a previous :class:`Solution` to start from (warm start); ``None``
             starts from zero as the paper does.
 
     Returns:
-        :class:`Solution` with ``x (n,)``, ``s (m,)``, ``lam (p,)``, ``nu (m,)`` and
-        ``info``. Check ``info.status``: a failed solve is reported, never raised.
+        :class:`Solution` with ``x (n,)``, ``s (m,)``, ``lam (p,)``, ``nu (m,)``,
+        ``mu (n,)`` (``(0,)`` without bounds) and ``info``. Check ``info.status``: a
+        failed solve is reported, never raised.
 
     Raises:
         ValueError: at trace time, if shapes or dtypes of the problem disagree.
@@ -237,23 +347,32 @@ def solve(problem: QP, options: Optional[Options] = None, init: Optional[Solutio
     Examples:
         >>> import jax.numpy as jnp
         >>> from altdiff_jax import QP, solve
-        >>> sol = solve(QP(P=jnp.eye(2), q=jnp.array([1.0, -1.0]),
-        ...                G=jnp.eye(2), h=jnp.zeros(2)))
-        >>> [round(float(v), 3) for v in sol.x]
-        [-1.0, 0.0]
+        >>> sol = solve(QP(P=jnp.eye(2), q=jnp.array([1.0, -1.0]), lb=jnp.zeros(2)))
+        >>> [round(float(v), 3) + 0.0 for v in sol.x], [round(float(v), 3) for v in sol.mu]
+        ([0.0, 1.0], [-1.0, 0.0])
     """
-    args, options = _prepare(problem, options, init)
+    data, numerics, z0, options = _prepare(problem, options, init)
     try:
-        return _solve_qp(options.structure(), *args)
+        return solve_qp(options.structure(), data, numerics, z0)
     except TypeError as error:
-        if "forward-mode" in str(error) or "jvp" in str(error):
-            raise TypeError(
-                "altdiff_jax.solve is reverse-mode differentiable only (jax.grad, jax.vjp); "
-                "jax.jvp and jax.jacfwd cannot pass its custom_vjp. For forward-mode "
-                "derivatives use altdiff_jax.jvp(problem, tangents) or "
-                "altdiff_jax.jacobians(problem), which returns dx*/dq, dx*/db and dx*/dh."
-            ) from error
-        raise
+        raise_forward_mode(
+            error, "solve",
+            "Use altdiff_jax.jvp(problem, tangents) for tangents, or altdiff_jax.jacobians(problem).",
+        )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _not_differentiable(name: str, tree):
+    return tree
+
+
+@_not_differentiable.defjvp
+def _not_differentiable_jvp(name, primals, tangents):
+    raise TypeError(
+        f"altdiff_jax.{name} returns derivatives and is not itself differentiable: "
+        "differentiate a loss of altdiff_jax.solve(...) with jax.grad instead, "
+        "or take finite differences of this function's output."
+    )
 
 
 def vjp(
@@ -262,42 +381,54 @@ def vjp(
     options: Optional[Options] = None,
     init: Optional[Solution] = None,
 ) -> tuple[Solution, QP, AdjointInfo]:
-    """Solve and pull a cotangent back to all six leaves, reporting the backward pass.
+    """Solve and pull a cotangent back to every leaf, reporting the backward pass.
 
     The same computation as ``jax.grad`` through :func:`solve`, with the strategy of
-    ``Options.differentiation``, but it also returns the diagnostics of the backward
-    iteration (its status, iteration count and last change), which ``jax.grad`` has
-    no way to return.
+    ``Options.differentiation`` (``"auto"``: the adjoint pass, since every leaf is
+    differentiated), but it also returns the diagnostics of the backward pass (its
+    status, iteration count and last change), which ``jax.grad`` has no way to return.
 
     Args:
         problem: the :class:`QP`.
-        cotangent: ``x̄ (n,)``, or an object with fields ``x, s, lam, nu`` (None for zero).
+        cotangent: ``x̄ (n,)``, or an object with fields ``x, s, lam, nu`` and
+            optionally ``mu`` (None for zero).
         options, init: as in :func:`solve`.
 
     Returns:
         ``(solution, grads, backward_info)``; ``grads`` is a :class:`QP` of gradients
-        (None for absent blocks). For ``"altdiff"`` the backward info is the forward
-        loop's (the Jacobians converged in it); for ``"kkt"`` its iteration count is 0.
+        (None for absent blocks).
+
+    Raises:
+        TypeError: if differentiated itself (it is a derivative, not a layer).
     """
-    args, options = _prepare(problem, options, init)
-    P, q, A, b, G, h, numerics, z0 = jax.lax.stop_gradient(args)
+    problem = _not_differentiable("vjp", problem)
+    data, numerics, z0, options = _prepare(problem, options, init)
     structure = options.structure()
-    everything = dict.fromkeys("PqAbGh", True)
-    forward, blocks = _forward_for_gradient(structure, P, q, A, b, G, h, numerics, z0, everything)
-    sizes = dict(x=q.size, s=h.size, lam=b.size, nu=h.size)
+    everything = dict.fromkeys(QP._fields, True)
+    strategy, forward, blocks = _forward_for_gradient(structure, data, numerics, z0, everything)
+    solution = forward.solution
     if not hasattr(cotangent, "x"):
-        cotangent = Iterate(jnp.asarray(cotangent, q.dtype), None, None, None)
-    outputs = Iterate(*(
-        jnp.zeros(size, q.dtype) if getattr(cotangent, name) is None else jnp.asarray(getattr(cotangent, name), q.dtype)
-        for name, size in sizes.items()
-    ))
-    for name, value in zip(sizes, outputs):
-        if value.shape != (sizes[name],):
-            raise ValueError(f"cotangent.{name} has shape {value.shape}, expected {(sizes[name],)}")
-    bars, info = _pull_back(structure, numerics, forward, blocks, outputs)
-    grads = data_gradients(*_masked_solution(forward.solution), *bars)
+        cotangent = Iterate(jnp.asarray(cotangent), None, None, None, None, None)
+    checked = {}
+    for name in ("x", "s", "lam", "nu", "mu"):
+        value = getattr(cotangent, name, None)
+        like = getattr(solution, name)
+        value = jnp.zeros_like(like) if value is None else jnp.asarray(value, like.dtype)
+        if value.shape != like.shape:
+            raise ValueError(f"cotangent.{name} has shape {value.shape}, expected {like.shape}")
+        checked[name] = value
+    outputs = output_cotangent(Solution(**checked, info=None), solution)
+    bars, info = pull_back(strategy, structure, numerics, forward, blocks, outputs)
+    grads = data_gradients(*masked_solution(solution), *bars)
     grads = QP(*(None if leaf is None else g for g, leaf in zip(grads, problem)))
-    return forward.solution, grads, info
+    return solution, grads, info
+
+
+def _checked_tangent(name: str, tangent, value: jax.Array) -> jax.Array:
+    tangent = jnp.asarray(tangent, value.dtype)
+    if tangent.shape != value.shape:
+        raise ValueError(f"tangents.{name} has shape {tangent.shape}, expected {value.shape} like QP.{name}")
+    return tangent
 
 
 def jvp(
@@ -309,7 +440,8 @@ def jvp(
     extra primal iteration per iteration. Tangents of P, A and G enter through the
     current iterate (∂∇f = dq + dP x + dAᵀλ + dGᵀν, ∂b = db − dA x, ∂h = dh − dG x),
     whose fixed point is the differentiated KKT system. The loop stops when the
-    residuals and the change of the tangent are below ``Options.tol``.
+    residuals and the change of the tangent are below ``Options.tol``
+    (``Options.differentiation`` does not apply: this is Alt-Diff's forward mode).
 
     Args:
         problem: the :class:`QP`.
@@ -320,6 +452,9 @@ def jvp(
     Returns:
         ``(solution, tangent_x)`` with ``tangent_x`` of shape ``(n,)``.
 
+    Raises:
+        TypeError: if differentiated itself.
+
     Examples:
         >>> import jax.numpy as jnp
         >>> from altdiff_jax import QP, jvp
@@ -328,13 +463,17 @@ def jvp(
         >>> dx.round(6).tolist()  # dx* = −P⁻¹ dq
         [-0.5, -1.0]
     """
-    args, options = _prepare(problem, options, init)
-    P, q, A, b, G, h, numerics, z0 = jax.lax.stop_gradient(args)
+    problem = _not_differentiable("jvp", problem)
+    data, numerics, z0, options = _prepare(problem, options, init)
     if not isinstance(tangents, QP):
         raise ValueError(f"tangents must be an altdiff_jax.QP, got {type(tangents).__name__}")
-    dP, dq, dA, db, dG, dh = (
+    for name in ("lb", "ub"):
+        if getattr(tangents, name) is not None and getattr(problem, name) is None:
+            raise ValueError(f"tangents.{name} is given but the problem has no {name}")
+    arrays = (data.P.matrix, data.q, data.A.matrix, data.b, data.G.matrix, data.h, data.lb, data.ub)
+    dP, dq, dA, db, dG, dh, dlb, dub = (
         jnp.zeros_like(value) if tangent is None else _checked_tangent(name, tangent, value)
-        for name, tangent, value in zip(QP._fields, tangents, (P, q, A, b, G, h))
+        for name, tangent, value in zip(QP._fields, tangents, arrays)
     )
     dP = 0.5 * (dP + dP.T)
 
@@ -344,22 +483,18 @@ def jvp(
         dP_s = c * D[:, None] * dP * D[None, :]
         dA_s, dG_s = E_A[:, None] * dA * D[None, :], E_G[:, None] * dG * D[None, :]
         dq_s, db_s, dh_s = c * D * dq, E_A * db, E_G * dh
+        bounded = dlb.shape[0] > 0
+        dlb_s, dub_s = (dlb / D, dub / D) if bounded else (dlb, dub)
 
         def at(z: Iterate) -> Seeds:
             grad = dq_s + dP_s @ z.x + dA_s.T @ z.lam + dG_s.T @ z.nu
-            return Seeds(grad[:, None], (db_s - dA_s @ z.x)[:, None], (dh_s - dG_s @ z.x)[:, None])
+            columns = (grad, db_s - dA_s @ z.x, dh_s - dG_s @ z.x, dlb_s, dub_s)
+            return Seeds(*(v[:, None] for v in columns))
 
         return at
 
-    forward = _forward(options.structure(), P, q, A, b, G, h, numerics, z0, seeds)
+    forward = _forward(options.structure(), data, numerics, z0, seeds)
     return forward.solution, forward.scaling.D * forward.J.x[:, 0]
-
-
-def _checked_tangent(name: str, tangent, value: jax.Array) -> jax.Array:
-    tangent = jnp.asarray(tangent, value.dtype)
-    if tangent.shape != value.shape:
-        raise ValueError(f"tangents.{name} has shape {tangent.shape}, expected {value.shape} like QP.{name}")
-    return tangent
 
 
 def jacobians(
@@ -367,8 +502,10 @@ def jacobians(
 ) -> tuple[Solution, dict[str, jax.Array]]:
     """Solve a QP and return the Jacobians of x* carried by Alt-Diff, the paper's product.
 
-    The loop carries n + p + m Jacobian columns (q, b and h together) and stops when
-    the residuals and the change of the Jacobians are below ``Options.tol``.
+    The loop carries n + p + m Jacobian columns (q, b and h together; and n for each of
+    lb, ub when the problem has bounds) and stops when the residuals and the change of
+    the Jacobians are below ``Options.tol``. ``Options.differentiation`` does not apply
+    (the Jacobians are Alt-Diff's by definition): it must be ``"auto"`` or ``"altdiff"``.
 
     Args:
         problem: the :class:`QP`.
@@ -377,8 +514,12 @@ def jacobians(
 
     Returns:
         ``(solution, jac)`` with ``jac["q"]`` = dx*/dq ``(n, n)``, ``jac["b"]`` =
-        dx*/db ``(n, p)`` and ``jac["h"]`` = dx*/dh ``(n, m)`` (``p`` or ``m`` is 0 for
-        an absent block). Not differentiable itself.
+        dx*/db ``(n, p)``, ``jac["h"]`` = dx*/dh ``(n, m)`` (``p`` or ``m`` is 0 for
+        an absent block), and ``jac["lb"]``, ``jac["ub"]`` ``(n, n)`` with bounds.
+
+    Raises:
+        ValueError: if ``options.differentiation`` asks for another strategy.
+        TypeError: if differentiated itself.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -387,9 +528,17 @@ def jacobians(
         >>> jac["q"].diagonal().round(6).tolist()  # dx*/dq = −P⁻¹
         [-0.5, -0.5]
     """
-    args, options = _prepare(problem, options, init)
-    P, q, A, b, G, h, numerics, z0 = jax.lax.stop_gradient(args)
+    problem = _not_differentiable("jacobians", problem)
+    data, numerics, z0, options = _prepare(problem, options, init)
+    if options.differentiation not in ("auto", "altdiff"):
+        raise ValueError(
+            "jacobians carries Alt-Diff Jacobians; Options.differentiation must be 'auto' or "
+            f"'altdiff', got {options.differentiation!r} (use vjp for a backward pass)"
+        )
     structure = options.structure()._replace(differentiation="altdiff")
-    everything = dict.fromkeys("PqAbGh", True)
-    forward, (J_q, J_b, J_h) = _forward_for_gradient(structure, P, q, A, b, G, h, numerics, z0, everything)
-    return forward.solution, {"q": J_q.x, "b": J_b.x, "h": J_h.x}
+    everything = dict.fromkeys(QP._fields, True)
+    bounded = data.lb.shape[0] > 0
+    everything["lb"] = everything["ub"] = bounded
+    _, forward, blocks = _forward_for_gradient(structure, data, numerics, z0, everything)
+    names = ("q", "b", "h", "lb", "ub") if bounded else ("q", "b", "h")
+    return forward.solution, {name: block.x for name, block in zip(names, blocks)}

@@ -4,6 +4,12 @@ jitted functions shared by all tests so that each shape compiles once per sessio
 from __future__ import annotations
 
 import functools
+import os
+
+# jaxlib's CPU Cholesky, LU and triangular solves call OpenBLAS, whose threads spin and
+# slow those calls 10-100x when the cores are shared (pytest-xdist workers, notebook
+# kernels); set before jaxlib loads it. XLA's own kernels keep their threads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +22,9 @@ import altdiff_jax as ad  # noqa: E402
 from reference import clarabel_solve, kkt_gradients, kkt_jacobians, random_qp  # noqa: E402
 
 TIGHT = ad.Options(tol=1e-11, max_iter=100_000)
+# A lane of a vmapped dense batch runs the eigen-factor and polishes only after the loop;
+# solo solves with these options follow exactly the same ADMM trajectory.
+LANE_LIKE = ad.Options(tol=1e-11, max_iter=100_000, polish=False, factorization="eigen")
 
 # (seed, n, p, m, singular_p): the shapes the suite compiles for.
 PAPER = (0, 120, 30, 60, False)

@@ -127,8 +127,29 @@ def clarabel_solve(P, q, A, b, G, h) -> tuple[Array, Array, Array]:
     return xs, lam, nu
 
 
-def _active_kkt(P, A, G, h, x, nu, active_tol):
-    """Dense KKT matrix restricted to the (weakly) active inequalities.
+def active_set(G, h, x, nu) -> Array:
+    """The deterministic active-set rule of the references: inequality i is active iff
+    s_i / ‖s‖∞ <= ν_i / ‖ν‖∞ with s = h − Gx (strict complementarity read relative to
+    each vector's size, so the rule does not depend on how rows or the cost are scaled).
+
+    An interior-point solution leaves active slacks and inactive multipliers at ~1e-9, so
+    a weakly active constraint (s = ν = 0 in exact arithmetic) is decided by round-off
+    here: a test of one passes its active set explicitly (``active=``).
+
+    Returns:
+        ``(m,)`` boolean mask (``(0,)`` without inequalities).
+    """
+    if G is None or G.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    slack = h - G @ x
+    slack_size = max(np.abs(slack).max(), 1e-300)
+    nu_size = max(np.abs(nu).max(), 1e-300)
+    return slack / slack_size <= nu / nu_size
+
+
+def _active_kkt(P, A, G, h, x, nu, active=None):
+    """Dense KKT matrix restricted to the active inequalities (``active`` (m,) or the
+    rule of :func:`active_set`).
 
     Returns:
         (K, idx): K of shape (n + p + k, n + p + k) and the (k,) integer
@@ -137,13 +158,8 @@ def _active_kkt(P, A, G, h, x, nu, active_tol):
     n = P.shape[0]
     p, m = _dims(A, G)
     if m > 0:
-        slack = h - G @ x
-        # An interior-point solution leaves active slacks at ~1e-7, so compare the slack
-        # with its multiplier (strict complementarity), each relative to its own vector's
-        # size so that the rule does not depend on how the rows or the cost are scaled.
-        slack_size = max(np.abs(slack).max(), 1e-300)
-        nu_size = max(np.abs(nu).max(), 1e-300)
-        idx = np.flatnonzero(slack / slack_size <= nu / nu_size)
+        mask = active_set(G, h, x, nu) if active is None else np.asarray(active, bool)
+        idx = np.flatnonzero(mask)
     else:
         idx = np.zeros(0, dtype=int)
     C = np.zeros((p + idx.size, n))
@@ -166,11 +182,10 @@ def _solve(K: Array, rhs: Array) -> Array:
     return np.linalg.lstsq(K, rhs, rcond=None)[0]
 
 
-def kkt_jacobians(P, q, A, b, G, h, x, lam, nu, active_tol=1e-8) -> dict:
+def kkt_jacobians(P, q, A, b, G, h, x, lam, nu, active=None) -> dict:
     """Exact Jacobians of x* by implicit differentiation of the active KKT system.
 
-    Active set I = {i : s_i / ‖s‖∞ <= nu_i / ‖nu‖∞} with s = h − Gx (``active_tol`` is
-    unused, kept for a uniform signature); weakly active constraints are active. Differentiating
+    Active set I from :func:`active_set` (or ``active``). Differentiating
     [P x + q + A^T lam + G_I^T nu_I, A x - b, G_I x - h_I] = 0 gives
     K dz = -d(residual) with K = [[P, A^T, G_I^T], [A, 0, 0], [G_I, 0, 0]].
 
@@ -179,7 +194,7 @@ def kkt_jacobians(P, q, A, b, G, h, x, lam, nu, active_tol=1e-8) -> dict:
             may be None.
         x: (n,) solution; lam: (p,) (unused), nu: (m,) duals, which pick the
             active set.
-        active_tol: relative slack threshold defining the active set.
+        active: optional (m,) boolean active set.
 
     Returns:
         Dict with "q": dx/dq (n, n), "b": dx/db (n, p), "h": dx/dh (n, m)
@@ -189,7 +204,7 @@ def kkt_jacobians(P, q, A, b, G, h, x, lam, nu, active_tol=1e-8) -> dict:
     P = 0.5 * (P + P.T)
     n = P.shape[0]
     p, m = _dims(A, G)
-    K, idx = _active_kkt(P, A, G, h, x, nu, active_tol)
+    K, idx = _active_kkt(P, A, G, h, x, nu, active)
     k = idx.size
     # Right-hand sides -d(residual)/d(theta) for theta = (q, b, h_I).
     rhs = np.zeros((n + p + k, n + p + k))
@@ -204,7 +219,7 @@ def kkt_jacobians(P, q, A, b, G, h, x, lam, nu, active_tol=1e-8) -> dict:
     return out
 
 
-def kkt_gradients(P, q, A, b, G, h, x, lam, nu, g, active_tol=1e-8) -> dict:
+def kkt_gradients(P, q, A, b, G, h, x, lam, nu, g, active=None) -> dict:
     """Gradient of the linear loss g^T x* w.r.t. all problem data (adjoint method).
 
     One adjoint solve K d = [-g, 0, 0] (K symmetric, see ``kkt_jacobians``)
@@ -217,7 +232,7 @@ def kkt_gradients(P, q, A, b, G, h, x, lam, nu, g, active_tol=1e-8) -> dict:
         x: (n,) solution; lam: (p,) and nu: (m,) duals in the module's sign
             convention.
         g: (n,) loss vector.
-        active_tol: relative slack threshold defining the active set.
+        active: optional (m,) boolean active set (default: :func:`active_set`).
 
     Returns:
         Dict with keys P (n, n), q (n,), A (p, n), b (p,), G (m, n), h (m,);
@@ -226,7 +241,7 @@ def kkt_gradients(P, q, A, b, G, h, x, lam, nu, g, active_tol=1e-8) -> dict:
     P = 0.5 * (P + P.T)
     n = P.shape[0]
     p, m = _dims(A, G)
-    K, idx = _active_kkt(P, A, G, h, x, nu, active_tol)
+    K, idx = _active_kkt(P, A, G, h, x, nu, active)
     rhs = np.zeros(K.shape[0])
     rhs[:n] = -g
     d = _solve(K, rhs)
@@ -300,3 +315,36 @@ def dual_infeasible_qp(seed: int, n: int, p: int, m: int) -> dict:
     q -= (q @ d + rng.uniform(0.5, 2.0)) * d  # qᵀd < 0
     return dict(P=M.T @ M, q=q, A=A if p else None, b=A @ x0 if p else None,
                 G=G, h=G @ x0 + rng.uniform(size=m))
+
+
+def bounds_as_rows(data: dict, lb: Optional[Array], ub: Optional[Array]) -> tuple[dict, Array, Array]:
+    """The problem with its bounds written as rows of G (the reference formulation).
+
+    Rows ``x_i <= ub_i`` for finite ub_i, then ``−x_i <= −lb_i`` for finite lb_i, appended
+    after G.
+
+    Returns:
+        ``(data, upper_rows, lower_rows)``: the expanded problem and the variable index of
+        each appended row, so that ∇ub_i = h̄ of its upper row and ∇lb_i = −h̄ of its lower row.
+    """
+    n = data["q"].shape[0]
+    rows, rhs = [], []
+    upper = np.flatnonzero(np.isfinite(ub)) if ub is not None else np.zeros(0, int)
+    lower = np.flatnonzero(np.isfinite(lb)) if lb is not None else np.zeros(0, int)
+    eye = np.eye(n)
+    G = [data["G"]] if data["G"] is not None else []
+    h = [data["h"]] if data["h"] is not None else []
+    G += [eye[upper], -eye[lower]]
+    h += [ub[upper] if ub is not None else np.zeros(0), -lb[lower] if lb is not None else np.zeros(0)]
+    expanded = dict(data, G=np.vstack(G), h=np.concatenate(h))
+    return expanded, upper, lower
+
+
+def bound_gradients(expanded_grads: dict, m: int, upper: Array, lower: Array, n: int) -> tuple[Array, Array]:
+    """∇lb, ∇ub from the gradient of h of a :func:`bounds_as_rows` problem (m: rows of the
+    original G)."""
+    h_bar = expanded_grads["h"][m:]
+    ub_bar, lb_bar = np.zeros(n), np.zeros(n)
+    ub_bar[upper] = h_bar[: upper.size]
+    lb_bar[lower] = -h_bar[upper.size:]
+    return lb_bar, ub_bar

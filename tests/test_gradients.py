@@ -1,5 +1,7 @@
 """Gradients for all six leaves against the dense KKT reference and finite differences."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,7 +94,8 @@ def test_truncation_error_shrinks_with_tolerance():
     g, expected = reference_gradients(spec)
     errors, iterations = [], []
     for tol in (1e-2, 1e-4, 1e-6, 1e-8):
-        (_, info), grads = value_and_grad_jit(problem, jnp.asarray(g), ad.Options(tol=tol))
+        options = ad.Options(tol=tol, differentiation="altdiff")
+        (_, info), grads = value_and_grad_jit(problem, jnp.asarray(g), options)
         iterations.append(int(info.iterations))
         errors.append(max(relative_error(getattr(grads, k), expected[k]) for k in LEAVES))
     assert all(a < b for a, b in zip(iterations, iterations[1:])), iterations
@@ -104,7 +107,8 @@ def test_gradient_solve_reports_its_iterations():
     """Under grad the loop also waits for the Jacobians, so it runs at least as long."""
     _, problem, _ = case(*SMALL)
     g = jnp.ones(problem.q.shape)
-    (_, info), _ = value_and_grad_jit(problem, g, TIGHT)
-    plain = solve_jit(problem, TIGHT)
+    options = dataclasses.replace(TIGHT, differentiation="altdiff")
+    (_, info), _ = value_and_grad_jit(problem, g, options)
+    plain = solve_jit(problem, options)
     assert int(info.iterations) >= int(plain.info.iterations)
     assert float(info.jacobian_change) > 0 and float(plain.info.jacobian_change) == 0

@@ -76,7 +76,7 @@ def test_strategies_under_jit_vmap_grad_give_per_problem_iterations():
     g = jnp.linspace(-1.0, 1.0, SMALL[1])
     grads = {}
     for strategy in STRATEGIES:
-        options = ad.Options(tol=1e-10, differentiation=strategy)
+        options = ad.Options(tol=1e-10, differentiation=strategy, polish=False)
 
         def loss(problem):
             solution = ad.solve(problem, options)
@@ -94,7 +94,7 @@ def test_strategies_under_jit_vmap_grad_give_per_problem_iterations():
 
 def test_adjoint_backward_costs_about_one_forward_solve():
     _, problem, _ = case(*SMALL)
-    options = ad.Options(tol=1e-10, differentiation="adjoint")
+    options = ad.Options(tol=1e-10, differentiation="adjoint", polish=False)
     solution, _, backward = vjp_jit(problem, jnp.ones(SMALL[1]), options)
     assert 0 < int(backward.iterations) <= 2 * int(solution.info.iterations)
 

@@ -68,7 +68,7 @@ def test_nan_lane_does_not_poison_the_batch():
 
 
 def test_max_iter_is_reported():
-    solution = solve_jit(_problem(), ad.Options(tol=1e-12, max_iter=5))
+    solution = solve_jit(_problem(), ad.Options(tol=1e-12, max_iter=5, polish=False))
     assert int(solution.info.status) == ad.Status.MAX_ITER
     assert int(solution.info.iterations) == 5
 

@@ -1,0 +1,237 @@
+"""Linear algebra of the engine: constraint operators and the factorisations they allow.
+
+Design. Every matrix the loop touches (P, A, G) is an *operator* that knows its own
+products (``mv``: M x, ``rmv``: Mᵀ y, for a vector or a block of columns), its dense
+form (only for code that needs a matrix: a dense factorisation, the dense KKT system),
+and its weighted Gram matrix Mᵀ diag(w) M. The type is a Python class, so every choice
+between a structured and a dense algorithm is made once, at trace time:
+
+* :class:`Dense`: any matrix; products are GEMV/GEMM, Gram matrices are dense.
+* :class:`Diagonal`: a diagonal P (the sparsemax layers' 2I, an entropy's Hessian).
+* :class:`RowVector`: a single equality row vᵀ (the simplex's 1ᵀ): rank-one Gram v vᵀ.
+
+Bounds lb <= x <= ub are not an operator: they are the identity, a diagonal block in
+every system (see ``_problem.Constraints``).
+
+Every linear system of the engine has the form
+
+    M = P + diag(d) + Aᵀ diag(w_A) A + Gᵀ diag(w_G) G          (*)
+
+(the ADMM x-update H(ρ) = P + σI + ρ(w·AᵀA + GᵀG + diag(f)), eq. 5a; the regularised
+reduced KKT system of polishing and of the ``kkt`` strategy in its normal form). When P
+is diagonal, A is at most one row and there is no G, (*) is a diagonal plus a rank-one
+matrix and is solved in O(n) per column by Sherman–Morrison
+(:class:`DiagonalPlusRankOne`); otherwise it is assembled densely and factored
+(:class:`Cholesky`), or, for the ADMM loop with a per-problem adaptive ρ, by a
+generalised eigen-decomposition that serves every ρ without refactoring
+(:class:`EigenFactor`). :func:`structured` says which applies.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import cho_solve, solve_triangular
+
+
+def _columns(vector: jax.Array, like: jax.Array) -> jax.Array:
+    """``vector (n,)`` shaped to broadcast against ``like``, ``(n,)`` or ``(n, k)``."""
+    return vector if like.ndim == 1 else vector[:, None]
+
+
+class Dense(NamedTuple):
+    """A dense ``(rows, n)`` matrix."""
+
+    matrix: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    def mv(self, x: jax.Array) -> jax.Array:
+        return self.matrix @ x
+
+    def rmv(self, y: jax.Array) -> jax.Array:
+        return self.matrix.T @ y
+
+    def dense(self) -> jax.Array:
+        return self.matrix
+
+    def weighted_gram(self, w: jax.Array) -> jax.Array:
+        """``(n, n)`` Mᵀ diag(w) M."""
+        return self.matrix.T @ (w[:, None] * self.matrix)
+
+    def scale(self, rows: jax.Array, columns: jax.Array) -> "Dense":
+        """diag(rows) M diag(columns)."""
+        return Dense(rows[:, None] * self.matrix * columns[None, :])
+
+    def times(self, factor: jax.Array) -> "Dense":
+        """factor · M for a scalar factor."""
+        return Dense(factor * self.matrix)
+
+    def column_norms(self) -> jax.Array:
+        """``(n,)`` the ∞-norm of each column."""
+        return jnp.max(jnp.abs(self.matrix), axis=0, initial=0.0)
+
+
+class Diagonal(NamedTuple):
+    """A square diagonal matrix diag(d), ``d (n,)``."""
+
+    diagonal: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.diagonal.shape[0],) * 2
+
+    def mv(self, x: jax.Array) -> jax.Array:
+        return _columns(self.diagonal, x) * x
+
+    rmv = mv
+
+    def dense(self) -> jax.Array:
+        return jnp.diag(self.diagonal)
+
+    def weighted_gram(self, w: jax.Array) -> jax.Array:
+        return jnp.diag(w * self.diagonal**2)
+
+    def scale(self, rows: jax.Array, columns: jax.Array) -> "Diagonal":
+        return Diagonal(rows * self.diagonal * columns)
+
+    def times(self, factor: jax.Array) -> "Diagonal":
+        return Diagonal(factor * self.diagonal)
+
+    def column_norms(self) -> jax.Array:
+        return jnp.abs(self.diagonal)
+
+
+class RowVector(NamedTuple):
+    """A single row vᵀ, shape ``(1, n)``; its Gram matrix v vᵀ is rank one."""
+
+    v: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (1, self.v.shape[0])
+
+    def mv(self, x: jax.Array) -> jax.Array:
+        return (self.v @ x)[None]
+
+    def rmv(self, y: jax.Array) -> jax.Array:
+        return self.v * y[0] if y.ndim == 1 else jnp.outer(self.v, y[0])
+
+    def dense(self) -> jax.Array:
+        return self.v[None, :]
+
+    def weighted_gram(self, w: jax.Array) -> jax.Array:
+        return w[0] * jnp.outer(self.v, self.v)
+
+    def scale(self, rows: jax.Array, columns: jax.Array) -> "RowVector":
+        return RowVector(rows[0] * self.v * columns)
+
+    def times(self, factor: jax.Array) -> "RowVector":
+        return RowVector(factor * self.v)
+
+
+Operator = Union[Dense, Diagonal, RowVector]
+
+
+def structured(P: Operator, A: Operator, G: Operator) -> bool:
+    """Whether systems (*) are diagonal plus rank one: P diagonal, A at most one
+    :class:`RowVector` (or no equality), no general inequality rows."""
+    equality_ok = isinstance(A, RowVector) or A.shape[0] == 0
+    return isinstance(P, Diagonal) and equality_ok and G.shape[0] == 0
+
+
+class DiagonalPlusRankOne(NamedTuple):
+    """diag(d) + w v vᵀ, solved by Sherman–Morrison in O(n) per column.
+
+    Attributes:
+        d: ``(n,)`` positive diagonal.
+        v: ``(n,)`` the rank-one vector (zeros for none).
+        w: ``()`` its weight >= 0.
+    """
+
+    d: jax.Array
+    v: jax.Array
+    w: jax.Array
+
+    def solve(self, rhs: jax.Array) -> jax.Array:
+        # (D + w v vᵀ)⁻¹ r = D⁻¹r − u · w (vᵀD⁻¹r) / (1 + w vᵀu),  u = D⁻¹v
+        y = rhs / _columns(self.d, rhs)
+        u = self.v / self.d
+        coefficient = self.w / (1.0 + self.w * (self.v @ u))
+        return y - _columns(u, rhs) * (coefficient * (self.v @ y))
+
+
+class Cholesky(NamedTuple):
+    """A dense symmetric positive definite matrix by its lower Cholesky factor."""
+
+    L: jax.Array
+
+    @classmethod
+    def factor(cls, matrix: jax.Array) -> "Cholesky":
+        return cls(jnp.linalg.cholesky(matrix))
+
+    def solve(self, rhs: jax.Array) -> jax.Array:
+        return cho_solve((self.L, True), rhs)
+
+
+def assemble(P: Operator, d: jax.Array, A: Operator, w_A: jax.Array, G: Operator, w_G: jax.Array) -> jax.Array:
+    """The dense ``(n, n)`` matrix (*) = P + diag(d) + Aᵀdiag(w_A)A + Gᵀdiag(w_G)G."""
+    return P.dense() + jnp.diag(d) + A.weighted_gram(w_A) + G.weighted_gram(w_G)
+
+
+def factor_system(P: Operator, d: jax.Array, A: Operator, w_A: jax.Array, G: Operator, w_G: jax.Array):
+    """Factor (*) with the cheapest exact method its structure allows.
+
+    Args:
+        P: ``(n, n)`` operator, positive semidefinite.
+        d: ``(n,)`` diagonal term, positive where P + Aᵀ…A + Gᵀ…G is singular.
+        A, w_A: ``(p, n)`` operator and ``(p,)`` row weights >= 0.
+        G, w_G: ``(m, n)`` operator and ``(m,)`` row weights >= 0.
+
+    Returns:
+        An object with ``solve(rhs)`` for ``rhs (n,)`` or ``(n, k)``.
+    """
+    if structured(P, A, G):
+        v = A.v if A.shape[0] else jnp.zeros_like(d)
+        w = w_A[0] if A.shape[0] else jnp.zeros((), d.dtype)
+        return DiagonalPlusRankOne(P.diagonal + d, v, w)
+    return Cholesky.factor(assemble(P, d, A, w_A, G, w_G))
+
+
+class EigenFactor(NamedTuple):
+    """H(ρ) = c·(P̂ + σI) + ρ·C for every ρ > 0 from one factorisation.
+
+    With B = P̂ + σI + C ≻ 0 (σ > 0 makes it so for every PSD P̂ and C) and the
+    generalised eigenproblem C V = B V diag(μ), VᵀBV = I, μ ∈ [0, 1]:
+
+        Vᵀ H(ρ) V = c(I − diag μ) + ρ diag μ,   so   H(ρ)⁻¹ = V diag(1 / (c + (ρ − c)μ)) Vᵀ.
+
+    One O(n³) factorisation per problem then serves every iteration at any ρ for O(n²)
+    (two matrix products), so ρ adapts per problem under ``vmap`` without refactoring,
+    and the factor does not depend on the cost scale c or the linear cost: a batch
+    sharing P, A, G shares it, and applies it to all lanes as one matrix product.
+
+    Attributes:
+        V: ``(n, n)`` B-orthonormal generalised eigenvectors.
+        mu: ``(n,)`` generalised eigenvalues in [0, 1].
+    """
+
+    V: jax.Array
+    mu: jax.Array
+
+    @classmethod
+    def factor(cls, P_hat_plus_shift: jax.Array, C: jax.Array) -> "EigenFactor":
+        L = jnp.linalg.cholesky(P_hat_plus_shift + C)
+        L_inv_C = solve_triangular(L, C, lower=True)
+        C_tilde = solve_triangular(L, L_inv_C.T, lower=True)  # L⁻¹ C L⁻ᵀ
+        mu, W = jnp.linalg.eigh(0.5 * (C_tilde + C_tilde.T))
+        V = solve_triangular(L.T, W, lower=False)  # L⁻ᵀ W
+        return cls(V, jnp.clip(mu, 0.0, 1.0))
+
+    def solve(self, rhs: jax.Array, c: jax.Array, rho: jax.Array) -> jax.Array:
+        weights = 1.0 / (c + (rho - c) * self.mu)
+        return self.V @ (_columns(weights, rhs) * (self.V.T @ rhs))
