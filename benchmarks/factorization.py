@@ -1,143 +1,110 @@
-"""Cholesky refactoring vs the generalised eigen-factor for the ADMM x-update.
+"""Which factorization for the x-update: the measurement behind ``factorization="auto"``.
 
-Run ``python benchmarks/factorization.py [--sizes 100 300 1000]`` (float64, CPU).
+Run ``python benchmarks/factorization.py [--sizes 100 300 1000] [--repeats 5]``; writes
+``benchmarks/results/factorization.md``.
 
-The x-update solves H(ρ) x = r, H(ρ) = P + ρC, C = AᵀA + GᵀG, on the paper's dense QP
-(P = MᵀM, Gaussian A (p, n), G (m, n), p = n/5, m = n/2). Two designs:
+The x-update solves H(ρ) x = r with H(ρ) = c(P̂ + σI) + ρC, C = ÂᵀÂ + ĜᵀĜ. Two designs
+(``altdiff_jax._objective``):
 
-* chol: L = chol(P + ρC), x = cho_solve(L, r); refactor whenever ρ changes;
-* eig:  ``QuadraticObjective.factor`` (B = P + C, generalised eigh, V, μ), then
-  x = V (w ⊙ (Vᵀ r)), w = 1 / (1 + (ρ − 1)μ), for any ρ.
+* ``cholesky``: factor H(ρ) once, refactor only at the checkpoints where adaptive ρ
+  changes (O(n³/3) each time), two triangular solves per iteration;
+* ``eigen``: one generalised eigen-decomposition C V = B V diag(μ), B = P̂ + σI + C
+  (about 10× a Cholesky), after which any ρ costs two products with V per iteration;
+  independent of c and q, so a batch sharing P, A, G shares one factor and each lane
+  keeps its own ρ without refactoring.
 
-Rows: one factorisation (chol given a cached C; eig from P, A, G as the library does it),
-one solve with a vector, one solve with k = n + p + m columns (the Alt-Diff Jacobian
-step), and a vmapped batch of 8 independent problems over 200 iterations whose per-lane
-ρ changes every 10 iterations: eig factor once + 200 solves; chol every 10 iterations
-(20 factorisations, nested fori_loops) + 200 cho_solves; chol every iteration. Both loop
-designs form C inside the timed call. Times: median of jitted calls after a warm-up
-(fewer, down to one, once they add up to 20 s).
+``auto`` picks ``eigen`` under ``jax.vmap`` and ``cholesky`` otherwise. This script times
+``solve`` (forward, tol 1e-6, float64, paper generator with p = n/5, m = n/2) with each
+choice side by side (best of ``--repeats`` interleaved runs, spread in %), and checks that
+both give the same x to 1e-9:
 
-OPENBLAS_NUM_THREADS defaults to 1 here: jaxlib's CPU Cholesky, eigh and triangular
-solves call scipy's OpenBLAS, whose threads spin and slow down 10-100x when the cores
-are shared (eig factor at n = 300: 36 ms single-threaded vs 0.6-4.6 s threaded under
-load). XLA's own matrix products stay multithreaded. Override by exporting the variable.
+* one problem at each size;
+* a ``vmap`` batch of 64 problems with n 50, P, A, G shared and every leaf batched.
+
+OPENBLAS_NUM_THREADS defaults to 1: jaxlib's CPU Cholesky, eigh and triangular solves
+call OpenBLAS, whose spinning threads slow them 10–100× on shared cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before jaxlib loads OpenBLAS
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax import lax  # noqa: E402
-from jax.scipy.linalg import cho_solve  # noqa: E402
 
-jax.config.update("jax_enable_x64", True)
+if __package__:
+    from . import harness
+else:
+    import harness
 
-from altdiff_jax._objective import QuadraticObjective  # noqa: E402
-from altdiff_jax._problem import Constraints  # noqa: E402
+import altdiff_jax as ad  # noqa: E402
 
-BATCH, ITERS, EVERY = 8, 200, 10
-
-
-def paper_data(seed: int, n: int):
-    rng = np.random.default_rng(seed)
-    p, m = n // 5, n // 2
-    M = rng.standard_normal((n, n))
-    return tuple(jnp.asarray(a) for a in (M.T @ M, rng.standard_normal((p, n)),
-                                          rng.standard_normal((m, n)), rng.standard_normal(n)))
+CHOICES = ("cholesky", "eigen", "auto")
+SHARED = ad.QP(P=None, q=0, A=None, b=0, G=None, h=0)
+BATCHED = ad.QP(P=0, q=0, A=0, b=0, G=0, h=0)
 
 
-def eig_factor(P, A, G):
-    z = jnp.zeros
-    obj = QuadraticObjective.factor(P, z(P.shape[0]), Constraints(A, z(A.shape[0]), G, z(G.shape[0])))
-    return obj.V, obj.mu
+def _qp(problem) -> ad.QP:
+    return ad.QP(**{k: jnp.asarray(problem[k]) for k in harness.QP_KEYS})
 
 
-def eig_solve(V, mu, rho, r):
-    w = 1.0 / (1.0 + (rho - 1.0) * mu)
-    return V @ ((w[:, None] if r.ndim == 2 else w) * (V.T @ r))
+def _row(case, timings, solutions):
+    best = {k: timings[k].best for k in CHOICES}
+    x = {k: np.asarray(solutions[k].x) for k in CHOICES}
+    difference = np.abs(x["cholesky"] - x["eigen"]).max() / max(np.abs(x["cholesky"]).max(), 1e-300)
+    iterations = "/".join(str(int(np.max(solutions[k].info.iterations))) for k in ("cholesky", "eigen"))
+    return [case, *(f"{1e3 * best[k]:.3g} ±{100 * timings[k].spread:.0f}%" for k in CHOICES),
+            f"{best['cholesky'] / best['eigen']:.2f}", iterations, f"{difference:.1e}"]
 
 
-def chol_factor(P, C, rho):
-    return jnp.linalg.cholesky(P + rho * C)
+def _time_choices(solve, data, repeats):
+    """Interleaved timings of ``solve(data, options)`` for each factorization, and the solutions."""
+    calls, solutions = {}, {}
+    for choice in CHOICES:
+        options = ad.Options(tol=1e-6, factorization=choice)
+        solutions[choice] = harness.block(solve(data, options))
+        calls[choice] = lambda options=options: solve(data, options)
+    return harness.interleaved(calls, repeats=repeats), solutions
 
 
-def chol_solve(L, r):
-    return cho_solve((L, True), r)
+def single(n: int, repeats: int):
+    qp = _qp(harness.paper_qp(n, n // 2, n // 5, seed=0))
+    return _row(f"one problem, n {n}", *_time_choices(jax.jit(ad.solve), qp, repeats))
 
 
-def rho_at(rho0, i):  # per-lane ρ, changing every EVERY iterations
-    return rho0 * 4.0 ** ((i // EVERY) % 3 - 1)
+def batch(in_axes, label: str, repeats: int, size: int = 64, n: int = 50):
+    problems = [harness.paper_qp(n, n // 2, n // 5, seed=s) for s in range(size)]
+    leaves = {}
+    for k in harness.QP_KEYS:
+        stacked = np.stack([pr[k] for pr in problems])
+        leaves[k] = jnp.asarray(stacked[0] if getattr(in_axes, k) is None else stacked)
+    data = ad.QP(**leaves)
+    solve = jax.jit(jax.vmap(ad.solve, in_axes=(in_axes, None)))
+    return _row(f"vmap {size} × n {n}, {label}", *_time_choices(solve, data, repeats))
 
 
-def loop_eig(P, A, G, q, rho0):
-    V, mu = eig_factor(P, A, G)
-    body = lambda i, x: eig_solve(V, mu, rho_at(rho0, i), q + 1e-3 * x)
-    return lax.fori_loop(0, ITERS, body, jnp.zeros_like(q))
-
-
-def loop_chol(P, A, G, q, rho0, every):
-    C = A.T @ A + G.T @ G
-
-    def outer(j, x):
-        L = chol_factor(P, C, rho_at(rho0, j * every))
-        inner = lambda i, x: chol_solve(L, q + 1e-3 * x)
-        return lax.fori_loop(0, every, inner, x)
-
-    return lax.fori_loop(0, ITERS // every, outer, jnp.zeros_like(q))
-
-
-def timed(f, *args):
-    """Median wall time: up to 25 calls within 3 s, at least 3 unless they pass 20 s."""
-    jax.block_until_ready(f(*args))  # compile + warm-up
-    times = []
-    while not times or (len(times) < 3 and sum(times) < 20) or (len(times) < 25 and sum(times) < 3):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def main(sizes):
-    jf_eig, jf_chol = jax.jit(eig_factor), jax.jit(chol_factor)
-    js_eig, js_chol = jax.jit(eig_solve), jax.jit(chol_solve)
-    loops = {"eig once": jax.jit(jax.vmap(loop_eig)),
-             f"chol every {EVERY}": jax.jit(jax.vmap(lambda *a: loop_chol(*a, EVERY))),
-             "chol every 1": jax.jit(jax.vmap(lambda *a: loop_chol(*a, 1)))}
-    print("| n | ρ | ‖x_chol − x_eig‖/‖x_chol‖ | ‖Hx−r‖/‖r‖ chol | ‖Hx−r‖/‖r‖ eig |\n|---:|---:|---:|---:|---:|")
-    for n in sizes:
-        P, A, G, q = paper_data(0, n)
-        C, V_mu = A.T @ A + G.T @ G, jf_eig(P, A, G)
-        for rho in (1e-3, 1.0, 1e3):
-            xc, xe = js_chol(jf_chol(P, C, rho), q), js_eig(*V_mu, rho, q)
-            rel = [jnp.linalg.norm(v) / jnp.linalg.norm(w) for v, w in
-                   ((xc - xe, xc), ((P + rho * C) @ xc - q, q), ((P + rho * C) @ xe - q, q))]
-            print(f"| {n} | {rho:.0e} | " + " | ".join(f"{float(v):.1e}" for v in rel) + " |")
-    print("\n| n | operation | Cholesky (ms) | eigen-factor (ms) | chol / eig |\n|---:|---|---:|---:|---:|")
-    row = lambda n, op, tc, te: print(f"| {n} | {op} | {1e3 * tc:.3g} | {1e3 * te:.3g} | {tc / te:.3g} |", flush=True)
-    for n in sizes:
-        P, A, G, q = paper_data(0, n)
-        C, (V, mu) = A.T @ A + G.T @ G, jf_eig(P, A, G)
-        L, k = jf_chol(P, C, 1.0), n + A.shape[0] + G.shape[0]
-        R = jnp.asarray(np.random.default_rng(1).standard_normal((n, k)))
-        row(n, "factor", timed(jf_chol, P, C, 1.0), timed(jf_eig, P, A, G))
-        row(n, "solve, 1 rhs", timed(js_chol, L, q), timed(js_eig, V, mu, 1.0, q))
-        row(n, f"solve, k={k} rhs", timed(js_chol, L, R), timed(js_eig, V, mu, 1.0, R))
-        batch = [paper_data(s, n) for s in range(BATCH)]
-        args = [jnp.stack(a) for a in zip(*batch)] + [jnp.logspace(-2, 2, BATCH)]
-        t_eig = timed(loops["eig once"], *args)
-        for name in list(loops)[1:]:
-            row(n, f"vmap {BATCH}×{ITERS} it: {name}", timed(loops[name], *args), t_eig)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(harness.RESULTS / "factorization.md"))
+    args = parser.parse_args()
+    rows = [single(n, args.repeats) for n in args.sizes]
+    rows.append(batch(SHARED, "P, A, G shared", args.repeats))
+    rows.append(batch(BATCHED, "every leaf batched", args.repeats))
+    for row in rows:
+        print(row, flush=True)
+    header = ["case", "cholesky (ms)", "eigen (ms)", "auto (ms)", "cholesky / eigen", "iterations chol/eig",
+              "max |x_chol − x_eig| / |x|"]
+    body = [harness.markdown_table(header, rows), "",
+            "auto = eigen under vmap, cholesky otherwise (`altdiff_jax._solve._factorization`)."]
+    harness.write_markdown(args.out, "x-update factorization: Cholesky vs generalised eigen-factor",
+                           harness.hardware_line(), body)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000])
-    main(parser.parse_args().sizes)
+    main()
