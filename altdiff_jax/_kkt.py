@@ -40,7 +40,10 @@ from ._jacobian import ActiveSet, active_set
 from ._linalg import Operator, factor_system, structured
 from ._problem import Constraints
 
-REFINEMENT_STEPS = 4
+REFINEMENT_STEPS = {4: 12, 8: 4}
+"""Iterative-refinement steps by item size: float32's regularisation δ = 3.5e-4 is not small
+against a badly scaled problem's spectrum, and each step only gains a factor of about
+δ·‖K⁻¹‖ (measured: 4 steps leave 4e-3 relative on P·1e-3 in float32, 12 leave 4e-7)."""
 
 
 def regularization(dtype) -> float:
@@ -150,7 +153,7 @@ class ReducedKKT(NamedTuple):
     def solve(self, r: KKTVector) -> KKTVector:
         """K⁻¹ r by the regularised factor and iterative refinement."""
         w = self._solve_regularized(r)
-        for _ in range(REFINEMENT_STEPS):
+        for _ in range(REFINEMENT_STEPS[jnp.dtype(self.delta.dtype).itemsize]):
             w = w + self._solve_regularized(r - self.apply(w))
         return w
 

@@ -94,9 +94,10 @@ class Options:
             and iterates the transposed Alt-Diff recursion on the one cotangent in the
             backward pass (cost of a primal iteration per iteration); ``"kkt"`` solves the
             KKT system on the active set at the solution, as OptNet does; ``"auto"``
-            (default) chooses at trace time, from the number of carried columns, the
-            cheaper of ``"altdiff"`` and ``"adjoint"`` (README, "Which differentiation
-            strategy when").
+            (default) is ``"kkt"`` wherever that system is available (every QP and
+            layer; ``solve_convex`` with a diagonal Hessian) and ``"adjoint"`` otherwise,
+            the fastest in ``benchmarks/results/speed.md`` (README, "Which
+            differentiation strategy when").
     """
 
     tol: Any = None

@@ -230,7 +230,7 @@ def _solve_smooth_fwd(structure, make_objective, theta, constraints, numerics, i
     wrt = carried_parameters(perturbed)
     nb = constraints.lb.shape[0]
     sizes = (n, constraints.b.shape[0], constraints.h.shape[0], nb, nb)
-    strategy = strategy_for(structure, wrt, sizes, make_objective(theta, constraints, numerics.sigma).diagonal_hessian)
+    strategy = strategy_for(structure, make_objective(theta, constraints, numerics.sigma).diagonal_hessian)
     seeds = constant_seeds(sizes, wrt, dtype) if strategy == "altdiff" else None
     forward = _smooth_forward(structure, make_objective, theta, constraints, numerics, init, seeds)
     blocks = split_columns(forward.J, sizes, wrt) if seeds is not None else (None,) * 5
