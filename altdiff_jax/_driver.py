@@ -23,7 +23,7 @@ from ._admm import admm_step, dual_infeasible, primal_infeasible, residuals
 from ._iterate import Iterate, Seeds, all_finite, inf_norm, zero_jacobian
 from ._jacobian import jacobian_step
 from ._options import Numerics, Structure
-from ._jacobian import ActiveSet
+from ._jacobian import ActiveSet, same_active_set
 from ._kkt import solution_active_set
 from ._polish import polish
 from ._problem import Constraints
@@ -141,7 +141,8 @@ def run(
         z_prev, J_prev = z, J
         z, J = iterate(z, J, objective, rho)
         res = residuals(objective, constraints, z, scaling)
-        converged = res.merit(tol) <= 1
+        merit = res.merit(tol)
+        converged = merit <= 1
         finite = all_finite(z)
         change = zero
         if J is not None:
@@ -153,7 +154,7 @@ def run(
             ]))
             converged = converged & (change <= tol)
             finite = finite & all_finite(J)
-        level = res.merit(tol) * tol
+        level = merit * tol
         if J is not None:
             level = jnp.maximum(level, change)
         improved = level < _STALL_GAIN * state.best_level
@@ -183,8 +184,8 @@ def run(
             # Carried Jacobians must have settled too: the polished point would end the loop.
             active = solution_active_set(constraints, z, rho, tol)
             jacobians_settled = (J is None) or (change <= tol)
-            attempt = (status == RUNNING) & jacobians_settled & _same(active, state.active) & (
-                ~has_tried | ~_same(active, tried)
+            attempt = (status == RUNNING) & jacobians_settled & same_active_set(active, state.active) & (
+                ~has_tried | ~same_active_set(active, tried)
             )
             z, accepted, record = _try_polish(objective, constraints, scaling, z, rho, tol, attempt, res)
             status = jnp.where(accepted, jnp.int32(Status.SOLVED), status)
@@ -223,12 +224,18 @@ def run(
     return z, state.J, objective, info
 
 
-def _same(first: ActiveSet, second: ActiveSet) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.array_equal(a, b) for a, b in zip(first, second)]))
-
 
 def _select(condition, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+def _polished_candidate(objective, constraints, scaling, z, rho, tol, attempt, before):
+    """``(candidate, finite, its residuals)`` when ``attempt``, else ``(z, False, before)``."""
+    def polished():
+        candidate, finite = polish(objective, constraints, z, rho, tol)
+        return candidate, finite, residuals(objective, constraints, candidate, scaling)
+
+    return lax.cond(attempt, polished, lambda: (z, jnp.bool_(False), before))
 
 
 def _try_polish(objective, constraints, scaling, z, rho, tol, attempt, before):
@@ -237,11 +244,7 @@ def _try_polish(objective, constraints, scaling, z, rho, tol, attempt, before):
     Returns:
         ``(z, accepted, (primal, dual, gap))``: the chosen point and its residuals.
     """
-    def polished():
-        candidate, finite = polish(objective, constraints, z, rho, tol)
-        return candidate, finite, residuals(objective, constraints, candidate, scaling)
-
-    candidate, finite, after = lax.cond(attempt, polished, lambda: (z, jnp.bool_(False), before))
+    candidate, finite, after = _polished_candidate(objective, constraints, scaling, z, rho, tol, attempt, before)
     accepted = attempt & finite & (after.merit(tol) <= 1)
     chosen = _select(accepted, after, before)
     return _select(accepted, candidate, z), accepted, (chosen.primal, chosen.dual, chosen.gap)
@@ -255,11 +258,7 @@ def _polish_and_judge(objective, constraints, scaling, z, rho, tol, status, jaco
     attempt = wanted & ((status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED))
     before = residuals(objective, constraints, z, scaling)
 
-    def polished():
-        candidate, finite = polish(objective, constraints, z, rho, tol)
-        return candidate, finite, residuals(objective, constraints, candidate, scaling)
-
-    candidate, finite, after = lax.cond(attempt, polished, lambda: (z, jnp.bool_(False), before))
+    candidate, finite, after = _polished_candidate(objective, constraints, scaling, z, rho, tol, attempt, before)
     better = attempt & finite & (after.merit(tol) < before.merit(tol))
     z = _select(better, candidate, z)
     chosen = _select(better, after, before)

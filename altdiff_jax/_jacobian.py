@@ -8,7 +8,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._admm import relaxed_Gx, slack_argument
 from ._iterate import Iterate, Seeds
 from ._objective import EQUALITY_WEIGHT
 from ._problem import Constraints
@@ -30,6 +29,11 @@ class ActiveSet(NamedTuple):
     inequality: jax.Array
     upper: jax.Array
     lower: jax.Array
+
+
+def same_active_set(first: ActiveSet, second: ActiveSet) -> jax.Array:
+    """Whether two active sets are equal, as a traced bool."""
+    return jnp.all(jnp.stack([jnp.array_equal(a, b) for a, b in zip(first, second)]))
 
 
 def bound_sides(constraints: Constraints, v: jax.Array, tol) -> tuple[jax.Array, jax.Array]:
@@ -93,9 +97,10 @@ def jacobian_step(
     # Relaxation: ∂(Gx̂) = α G J_x⁺ + (1 − α)(∂_θh − J_s)
     J_Gx_hat = alpha * G.mv(J_x) + (1.0 - alpha) * (seeds.h - J.s)
     # (5gb) J_s⁺ = D⁺ (−J_ν/ρ − ∂(Gx̂) + ∂_θh), D⁺ = diag(1[s⁺ > margin]); a weakly
-    # active constraint (argument within the margin of 0) is treated as active.
-    Gx_hat = relaxed_Gx(constraints, G.mv(z_new.x), z_old.s, alpha)
-    positive = slack_argument(constraints, Gx_hat, z_old.nu, rho) > active_margin(constraints.h, tol)
+    # active constraint (argument within the margin of 0) is treated as active. s⁺ is the
+    # positive part of the slack argument and the margin is positive, so s⁺ > margin
+    # exactly when the argument is.
+    positive = z_new.s > active_margin(constraints.h, tol)
     J_s = jnp.where(positive[:, None], -J.nu / rho - J_Gx_hat + seeds.h, 0.0)
     # (5gc) J_λ⁺ = J_λ + ρα(A J_x⁺ − ∂_θb)
     J_lam = J.lam + rho_eq * alpha * (A.mv(J_x) - seeds.b)

@@ -78,14 +78,13 @@ class _LU(NamedTuple):
 def _regularized_lu(H: Operator, constraints: Constraints, a, a_B, delta) -> _LU:
     """Assemble K_δ densely (rows in KKTVector order) and factor it by LU."""
     A, G = constraints.A.dense(), constraints.G.dense()
-    n, p, m, nb = H.shape[0], A.shape[0], G.shape[0], a_B.shape[0]
+    n, p = H.shape[0], A.shape[0]
     dtype = a.dtype
     # An inactive row reads −y_i = r_i; an active one G_i x − δ y_i = r_i.
     row_diagonal = jnp.concatenate([jnp.full((p,), delta, dtype), delta * a + (1.0 - a), delta * a_B + (1.0 - a_B)])
     bound_rows = jnp.diag(a_B) if constraints.bounded else jnp.zeros((0, n), dtype)
     C = jnp.concatenate([A, a[:, None] * G, bound_rows])
     K = jnp.block([[H.dense() + delta * jnp.eye(n, dtype=dtype), C.T], [C, -jnp.diag(row_diagonal)]])
-    del nb, m
     return _LU(*jax.scipy.linalg.lu_factor(K))
 
 

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._iterate import Iterate, inf_norm
-from ._jacobian import ActiveSet, active_margin, active_set
+from ._iterate import Iterate, all_finite, inf_norm
+from ._jacobian import ActiveSet, active_margin, active_set, same_active_set
 from ._kkt import KKTVector, ReducedKKT, solution_active_set
 
 _ROUNDS = {True: 3, False: 8}  # active-set rounds for a quadratic / smooth objective
@@ -39,9 +39,6 @@ class _Round(NamedTuple):
     count: jax.Array
     done: jax.Array
 
-
-def _same(first: ActiveSet, second: ActiveSet) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.array_equal(a, b) for a, b in zip(first, second)]))
 
 
 def _in_domain(objective, x: jax.Array) -> jax.Array:
@@ -111,7 +108,7 @@ def polish(objective, constraints, z: Iterate, rho, tol) -> tuple[Iterate, jax.A
         # constraint is a KKT point: stop there. (The re-read alone can cycle at a
         # degenerate vertex, where a weakly active row is active by the margin rule
         # but its multiplier in an over-determined active set comes out wrong-signed.)
-        done = ((_same(new_active, state.active) | _is_kkt_point(constraints, state.active, slack, x, y, tol))
+        done = ((same_active_set(new_active, state.active) | _is_kkt_point(constraints, state.active, slack, x, y, tol))
                 & settled) | ~jnp.all(jnp.isfinite(x))
         return _Round(x, y, state.active, new_active, state.count + 1, done)
 
@@ -131,6 +128,6 @@ def polish(objective, constraints, z: Iterate, rho, tol) -> tuple[Iterate, jax.A
         mu = jnp.where(active.upper, jnp.maximum(y.bound, 0.0), jnp.where(active.lower, jnp.minimum(y.bound, 0.0), 0.0))
         z_B = jnp.clip(x, lb, ub)
     candidate = Iterate(x, s, y.eq, nu, z_B, mu)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in candidate]))
+    finite = all_finite(candidate)
     return candidate, finite & (final.count > 0)
 

@@ -78,10 +78,10 @@ def initial_iterate(init: Optional[Solution], constraints: Constraints, n: int, 
     return Iterate(values["x"], values["s"], values["lam"], values["nu"], z_B, values["mu"])
 
 
-def _factorization(structure: Structure, leaves) -> str:
+def _factorization(structure: Structure, batched: bool) -> str:
     if structure.factorization != "auto":
         return structure.factorization
-    return "eigen" if is_batched(leaves) else "cholesky"
+    return "eigen" if batched else "cholesky"
 
 
 def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, seeds) -> _Run:
@@ -100,11 +100,12 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     else:
         scaling = cost_scaling(P, q, b.shape[0], h.shape[0])
         P_hat, q_s, scaled = P, scaling.c * q, constraints
-    method = _factorization(structure, data)
+    batched = is_batched(data)
+    method = _factorization(structure, batched)
     solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method)
     objective = QuadraticObjective(P_hat, q_s, scaling.c, numerics.sigma, solver)
     status0 = initial_status((P, q, A, b, G, h), constraints)
-    early_polish = is_structured(P, A, G) or not is_batched(data)
+    early_polish = is_structured(P, A, G) or not batched
     return run_objective(structure, objective, scaled, scaling, numerics, init, seeds, status0, (lb, ub), early_polish)
 
 

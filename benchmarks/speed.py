@@ -20,7 +20,8 @@ after compilation, with the spread over the runs):
   ``jax.grad`` through ``solve`` (n 500, all six leaves) and through a batch of 256
   sparsemax layers with n 1000.
 * ``crossover``: ``altdiff`` against ``adjoint`` for ``jax.grad`` with respect to b only,
-  as the number of carried columns (p) grows: where ``AUTO_ALTDIFF_MAX_COLUMNS`` comes from.
+  as the number of carried columns (p) grows: why ``differentiation="auto"`` never picks
+  Alt-Diff for ``jax.grad`` (``altdiff_jax._solve.strategy_for``).
 
 OPENBLAS_NUM_THREADS defaults to 1 (see ``benchmarks/factorization.py``): jaxlib's CPU
 Cholesky and triangular solves call OpenBLAS, whose spinning threads slow them 10–100× on

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import PAPER, case, cosine, reference_gradients, relative_error, to_qp
+from conftest import PAPER, SMALL, case, cosine, reference_gradients, relative_error, to_qp
 
 import altdiff_jax as ad
 
@@ -22,7 +22,7 @@ SMALL_N = 8
 
 
 def _small_qp(dtype=jnp.float64) -> ad.QP:
-    data, _, _ = case(1, 12, 3, 8, False)
+    data, _, _ = case(*SMALL)
     return to_qp(data, dtype)
 
 
