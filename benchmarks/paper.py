@@ -11,8 +11,8 @@ Writes ``paper_table{1,2,4,5,6}.md`` and ``.png``:
 * Table 1, dense quadratic layer (paper Table 1): the paper's generator (P = MᵀM, M
   Gaussian; q, A, G Gaussian; b = A x0, h = G x0 + U(0, 1)) at its sizes (n, inequalities,
   equalities) Tiny (1500, 500, 200), Small (3000, 1000, 500), Medium (5000, 2000, 1000),
-  Large (10000, 5000, 2000) with ``--full``; n = 100, 300, 500 in the same proportions with
-  ``--quick``. Set-up, forward, backward and total time, and the gradient of gᵀx* with
+  Large (10000, 5000, 2000) with ``--full``; n = 100, 300, 500 in the same proportions, and
+  Tiny, with ``--quick``. Set-up, forward, backward and total time, and the gradient of gᵀx* with
   respect to P, q, A, b, G, h (each contender: all it supports) against the exact one.
 * Table 2, truncation (paper Table 2): tolerances 1e-1 … 1e-6 on one problem (Small;
   n = 300 with ``--quick``): iterations, time and gradient accuracy of altdiff_jax, qpth
@@ -55,7 +55,7 @@ else:
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 QUICK = dict(
-    table1=[("n=100", 100, 33, 13), ("n=300", 300, 100, 40), ("n=500", 500, 167, 67)],
+    table1=[("n=100", 100, 33, 13), ("n=300", 300, 100, 40), ("n=500", 500, 167, 67), ("Tiny", 1500, 500, 200)],
     table2=("n=300", 300, 100, 40), table4=(100, 300, 1000), table5=1000, table6=(100, 300),
     budget_s=120.0, repeats=5, once_s=5.0, jobs=2)
 FULL = dict(
