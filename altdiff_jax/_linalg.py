@@ -36,6 +36,13 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 
+def transpose_times(matrix: jax.Array, y: jax.Array) -> jax.Array:
+    """``matrixᵀ y`` for ``y (rows,)`` or ``(rows, k)``, contracting the matrix's first axis
+    in place: written as ``matrix.T @ y``, XLA on CPU materialises the transpose inside the
+    loop at every iteration (measured: a 500 × 1500 copy, 1.3 ms of a 4.7 ms iteration)."""
+    return jax.lax.dot_general(matrix, y, (((0,), (0,)), ((), ())))
+
+
 def _columns(vector: jax.Array, like: jax.Array) -> jax.Array:
     """``vector (n,)`` shaped to broadcast against ``like``, ``(n,)`` or ``(n, k)``."""
     return vector if like.ndim == 1 else vector[:, None]
@@ -54,14 +61,14 @@ class Dense(NamedTuple):
         return self.matrix @ x
 
     def rmv(self, y: jax.Array) -> jax.Array:
-        return self.matrix.T @ y
+        return transpose_times(self.matrix, y)
 
     def dense(self) -> jax.Array:
         return self.matrix
 
     def weighted_gram(self, w: jax.Array) -> jax.Array:
         """``(n, n)`` Mᵀ diag(w) M."""
-        return self.matrix.T @ (w[:, None] * self.matrix)
+        return transpose_times(self.matrix, w[:, None] * self.matrix)
 
     def scale(self, rows: jax.Array, columns: jax.Array) -> "Dense":
         """diag(rows) M diag(columns)."""
@@ -165,6 +172,13 @@ class DiagonalPlusRankOne(NamedTuple):
         return y - _columns(u, rhs) * (coefficient * (self.v @ y))
 
 
+def _cholesky(matrix: jax.Array) -> jax.Array:
+    """The lower Cholesky factor of a matrix symmetric by construction (every matrix (*) is:
+    P enters through its symmetric part), read from its lower triangle without
+    ``jnp.linalg.cholesky``'s symmetrising pass (an n × n transpose and add per factor)."""
+    return jax.lax.linalg.cholesky(matrix, symmetrize_input=False)
+
+
 class Cholesky(NamedTuple):
     """A dense symmetric positive definite matrix by its lower Cholesky factor."""
 
@@ -172,7 +186,7 @@ class Cholesky(NamedTuple):
 
     @classmethod
     def factor(cls, matrix: jax.Array) -> "Cholesky":
-        return cls(jnp.linalg.cholesky(matrix))
+        return cls(_cholesky(matrix))
 
     def solve(self, rhs: jax.Array) -> jax.Array:
         return cho_solve((self.L, True), rhs)
@@ -225,13 +239,13 @@ class EigenFactor(NamedTuple):
 
     @classmethod
     def factor(cls, P_hat_plus_shift: jax.Array, C: jax.Array) -> "EigenFactor":
-        L = jnp.linalg.cholesky(P_hat_plus_shift + C)
+        L = _cholesky(P_hat_plus_shift + C)
         L_inv_C = solve_triangular(L, C, lower=True)
         C_tilde = solve_triangular(L, L_inv_C.T, lower=True)  # L⁻¹ C L⁻ᵀ
-        mu, W = jnp.linalg.eigh(0.5 * (C_tilde + C_tilde.T))
+        W, mu = jax.lax.linalg.eigh(0.5 * (C_tilde + C_tilde.T), symmetrize_input=False)
         V = solve_triangular(L.T, W, lower=False)  # L⁻ᵀ W
         return cls(V, jnp.clip(mu, 0.0, 1.0))
 
     def solve(self, rhs: jax.Array, c: jax.Array, rho: jax.Array) -> jax.Array:
         weights = 1.0 / (c + (rho - c) * self.mu)
-        return self.V @ (_columns(weights, rhs) * (self.V.T @ rhs))
+        return self.V @ (_columns(weights, rhs) * transpose_times(self.V, rhs))
