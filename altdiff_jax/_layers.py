@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from ._linalg import Dense, Diagonal, RowVector
 from ._objective import bound_diagonal
-from ._options import Options
+from ._options import Options, resolve_options
 from ._problem import QP, Constraints
 from ._smooth import SmoothObjective, solve_smooth_objective
 from ._solution import Solution
@@ -61,13 +61,6 @@ def _simplex_constraints(n: int, dtype, lb, ub) -> Constraints:
     )
 
 
-def _options(options: Optional[Options]) -> Options:
-    options = Options() if options is None else options
-    if not isinstance(options, Options):
-        raise ValueError(f"options must be an altdiff_jax.Options, got {type(options).__name__}")
-    return options
-
-
 def _simplex_qp(y: jax.Array, ub: jax.Array, options: Optional[Options], init: Optional[Solution], name: str) -> Solution:
     """Solve min ‖x − y‖² s.t. 1ᵀx = 1, 0 <= x <= ub with the structured operators.
 
@@ -75,7 +68,7 @@ def _simplex_qp(y: jax.Array, ub: jax.Array, options: Optional[Options], init: O
     1ᵀx = 1, so x* and μ* are unchanged and λ*(y) = λ*(y − c1) + 2c. c is a constant of
     the derivative (stop_gradient): the identity holds for every y at fixed c.
     """
-    options = _options(options)
+    options = resolve_options(options)
     (n,), dtype = y.shape, y.dtype
     shift = jax.lax.stop_gradient(jnp.max(y))
     constraints = _simplex_constraints(n, dtype, jnp.zeros((n,), dtype), ub)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -145,6 +145,16 @@ class Options:
     def structure(self) -> Structure:
         """The static settings, hashable: part of the compiled loop's identity."""
         return Structure(*(getattr(self, name) for name in _STATIC))
+
+
+def resolve_options(options: Optional[Options]) -> Options:
+    """``options``, or the defaults for ``None``; a ``ValueError`` for anything else (every
+    public entry point takes its options through here)."""
+    if options is None:
+        return Options()
+    if not isinstance(options, Options):
+        raise ValueError(f"options must be an altdiff_jax.Options, got {type(options).__name__}")
+    return options
 
 
 def _flatten(options: Options):

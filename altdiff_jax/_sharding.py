@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from ._options import Options
+from ._options import Options, resolve_options
 from ._problem import QP
 from ._solution import Solution
 from ._solve import solve
@@ -258,7 +258,7 @@ def solve_sharded(
         >>> (sol.x.round(3) + 0.0).tolist(), sol.info.status.tolist()
         ([[-1.0, 0.0], [-2.0, -0.5]], [0, 0])
     """
-    options = Options() if options is None else options
+    options = resolve_options(options)
     mesh = _default_mesh() if mesh is None else mesh
     if isinstance(axis_name, list):
         axis_name = tuple(axis_name)

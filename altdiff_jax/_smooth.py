@@ -26,7 +26,7 @@ from jax import lax
 from ._iterate import Iterate
 from ._linalg import Dense, Diagonal, Operator, RowVector, factor_system
 from ._objective import EQUALITY_WEIGHT, bound_diagonal
-from ._options import Options
+from ._options import Options, resolve_options
 from ._problem import QP, Constraints, bounds, constraint_block, data_gradients
 from ._scaling import cost_scaling
 from ._solution import Solution
@@ -278,9 +278,7 @@ def solve_smooth_objective(
     (static: a module-level function or a ``functools.partial`` of one with hashable
     arguments).
     """
-    options = Options() if options is None else options
-    if not isinstance(options, Options):
-        raise ValueError(f"options must be an altdiff_jax.Options, got {type(options).__name__}")
+    options = resolve_options(options)
     n, dtype = constraints.A.shape[1], constraints.b.dtype
     z0 = initial_iterate(init, constraints, n, dtype)
     if init is None and x0 is not None:

@@ -22,7 +22,7 @@ from ._kkt import kkt_vjp
 from ._linalg import Dense
 from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective, make_x_solver
-from ._options import Numerics, Options, Structure
+from ._options import Numerics, Options, Structure, resolve_options
 from ._problem import QP, Constraints, data_gradients, validate_qp
 from ._scaling import Scaling, cost_scaling, ruiz_equilibrate
 from ._solution import Solution, Status
@@ -290,9 +290,7 @@ solve_qp.defvjp(_solve_qp_fwd, _solve_qp_bwd, symbolic_zeros=True)
 
 def _prepare(problem: QP, options: Optional[Options], init: Optional[Solution]):
     P, q, constraints = validate_qp(problem)
-    options = Options() if options is None else options
-    if not isinstance(options, Options):
-        raise ValueError(f"options must be an altdiff_jax.Options, got {type(options).__name__}")
+    options = resolve_options(options)
     data = QP(P, q, *constraints)
     z0 = initial_iterate(init, constraints, q.shape[0], q.dtype)
     return data, options.numerics(q.dtype), z0, options
