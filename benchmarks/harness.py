@@ -99,6 +99,12 @@ def _memory_kib(field: str) -> Optional[int]:
         return None
 
 
+def total_memory() -> float:
+    """Bytes of memory of the machine (MemTotal), or +inf where unknown."""
+    kib = _memory_kib("MemTotal")
+    return math.inf if kib is None else 1024.0 * kib
+
+
 def available_memory() -> float:
     """Bytes of memory available now (MemAvailable), or +inf where unknown."""
     kib = _memory_kib("MemAvailable")
@@ -868,8 +874,10 @@ def _serve(connection, memory_cap: float) -> None:
                 connection.send(("missing", str(missing)))
                 continue
             except Exception as error:  # noqa: BLE001 — reported as the contender's result
-                last = traceback.format_exception_only(type(error), error)[-1].strip()
-                connection.send(("error", last[:300]))
+                # The exception's own first line: JAX appends notes (its traceback filtering)
+                # after the message, so the last line of the formatted exception is not it.
+                first = traceback.format_exception_only(type(error), error)[0].strip()
+                connection.send(("error", first[:300]))
                 continue
             connection.send(("ready", dict(x=prepared.x, grads=prepared.grads, setup_s=prepared.setup_s,
                                            iterations=prepared.iterations, notes=prepared.notes,
@@ -994,7 +1002,12 @@ def side_by_side(contenders: Sequence[Contender], problem: Mapping[str, np.ndarr
                     _time_group(group, measurements, repeats, budget_s, once_s, log)
                     group = []
                 item = queue.pop(0)
-                worker = _worker(cap, item.label)
+                # Each child's address space is capped at 80% of the machine (a runaway
+                # allocation fails in the child instead of swapping the machine). Not at 80%
+                # of what is available now: a pooled child keeps its cap for later cases, and
+                # XLA's virtual reservations made a child created while others held memory
+                # fail to compile later, larger problems.
+                worker = _worker(0.8 * total_memory(), item.label)
                 start = time.perf_counter()
                 pending[worker] = (item, start, start + budget_s + (IMPORT_ALLOWANCE_S if worker.fresh else 0.0))
                 try:
