@@ -41,8 +41,11 @@ CASES = {
 }
 
 
-def to_qp(data: dict, dtype=jnp.float64) -> ad.QP:
-    return ad.QP(**{k: None if v is None else jnp.asarray(v, dtype) for k, v in data.items()})
+def to_qp(data: dict, dtype=jnp.float64, lb=None, ub=None) -> ad.QP:
+    """The QP of ``data`` (NumPy, from ``random_qp``) in ``dtype``, with optional bounds."""
+    leaves = {k: None if v is None else jnp.asarray(v, dtype) for k, v in data.items()}
+    return ad.QP(**leaves, lb=None if lb is None else jnp.asarray(lb, dtype),
+                 ub=None if ub is None else jnp.asarray(ub, dtype))
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,9 +69,9 @@ def reference_jacobians(spec: tuple):
 
 
 def linear_loss(problem: ad.QP, g: jax.Array, options: ad.Options):
-    """gᵀx*, with the solve's diagnostics as auxiliary output."""
+    """gᵀx*, with the solution as auxiliary output."""
     solution = ad.solve(problem, options)
-    return solution.x @ g, solution.info
+    return solution.x @ g, solution
 
 
 solve_jit = jax.jit(ad.solve)

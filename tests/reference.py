@@ -43,7 +43,8 @@ def _dims(A: Optional[Array], G: Optional[Array]) -> tuple[int, int]:
     return p, m
 
 
-def random_qp(seed: int, n: int, p: int, m: int, *, singular_p: bool = False) -> dict:
+def random_qp(seed: int, n: int, p: int, m: int, *, singular_p: bool = False,
+              with_feasible_point: bool = False):
     """Random feasible QP following the paper's generator.
 
     P = M^T M with M standard Gaussian (n, n) (or (n // 2, n) when
@@ -60,10 +61,13 @@ def random_qp(seed: int, n: int, p: int, m: int, *, singular_p: bool = False) ->
         p: number of equality constraints (0 for none).
         m: number of inequality constraints (0 for none).
         singular_p: if True, P is singular PSD of rank n // 2.
+        with_feasible_point: also return x0 (n,), the point the constraints were built
+            around (Ax0 = b, Gx0 < h).
 
     Returns:
         Dict with keys P (n, n), q (n,), A (p, n), b (p,), G (m, n), h (m,).
-        A and b are None when p == 0; G and h are None when m == 0.
+        A and b are None when p == 0; G and h are None when m == 0. With
+        ``with_feasible_point``: ``(dict, x0)``.
     """
     rng = np.random.default_rng(seed)
     M = rng.standard_normal((n // 2 if singular_p else n, n))
@@ -74,7 +78,8 @@ def random_qp(seed: int, n: int, p: int, m: int, *, singular_p: bool = False) ->
     x0 = rng.standard_normal(n)
     b = A @ x0 if p > 0 else None
     h = G @ x0 + rng.uniform(0.0, 1.0, m) if m > 0 else None
-    return dict(P=P, q=q, A=A, b=b, G=G, h=h)
+    data = dict(P=P, q=q, A=A, b=b, G=G, h=h)
+    return (data, x0) if with_feasible_point else data
 
 
 def clarabel_solve(P, q, A, b, G, h) -> tuple[Array, Array, Array]:

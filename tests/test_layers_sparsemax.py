@@ -117,9 +117,9 @@ def test_sparsemax_jacobian_is_the_closed_form():
     x = simplex_projection(y)
     support = (x > 0).astype(float)
     expected = np.diag(support) - np.outer(support, support) / support.sum()
-    np.testing.assert_allclose(sparsemax_jacrev(jnp.asarray(y), DEFAULT), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sparsemax_jacrev(jnp.asarray(y), DEFAULT), expected, rtol=0, atol=1e-14)  # measured 4e-25
     # Shift invariance is exact, in value and derivative, however large the offset.
-    np.testing.assert_allclose(sparsemax_jacrev(jnp.asarray(y + 1e3), DEFAULT), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sparsemax_jacrev(jnp.asarray(y + 1e3), DEFAULT), expected, rtol=0, atol=1e-14)
 
 
 def _capped_data(seed: int = 0):
@@ -138,7 +138,7 @@ def test_constrained_sparsemax_is_exact_with_binding_bounds():
         x = np.asarray(solution.x)
         np.testing.assert_array_equal(x == u, expected == u)
         np.testing.assert_array_equal(x == 0, expected == 0)
-        np.testing.assert_allclose(x, expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(x, expected, rtol=0, atol=1e-14)  # measured 5.6e-17
 
 
 def test_constrained_batch_with_infinite_and_large_bounds():
@@ -152,7 +152,7 @@ def test_constrained_batch_with_infinite_and_large_bounds():
     expected = np.stack([capped_simplex_projection(y, u) for y, u in zip(ys, us)])
     assert np.all(np.asarray(solution.info.status) == Status.SOLVED)
     np.testing.assert_allclose(solution.x, expected, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(solution.x[0], simplex_projection(ys[0]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(solution.x[0], simplex_projection(ys[0]), rtol=0, atol=1e-14)  # measured 5.6e-17
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -198,8 +198,8 @@ def test_vmap_equals_loop():
     for i in range(N):
         (_, single), (single_y, single_u) = constrained_value_and_grad(ys[i], us[i], g, TIGHT)
         np.testing.assert_allclose(batched.x[i], single.x, rtol=0, atol=1e-15)  # batched round-off
-        np.testing.assert_allclose(grad_y[i], single_y, rtol=0, atol=1e-12)
-        np.testing.assert_allclose(grad_u[i], single_u, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(grad_y[i], single_y, rtol=0, atol=1e-14)  # measured 1.1e-16
+        np.testing.assert_allclose(grad_u[i], single_u, rtol=0, atol=1e-14)  # measured 3.3e-16
         assert int(batched.info.iterations[i]) == int(single.info.iterations)
 
 
@@ -213,8 +213,9 @@ def test_float32_in_float32_out():
     # Polished: exact to float32 round-off (measured 6e-8).
     np.testing.assert_allclose(solution.x, expected, rtol=0, atol=1e-6)
     d_y, d_u = capped_jacobian(expected, u)
-    np.testing.assert_allclose(grad_y, d_y.T @ np.asarray(g), rtol=0, atol=1e-4)
-    np.testing.assert_allclose(grad_u, d_u.T @ np.asarray(g), rtol=0, atol=1e-4)
+    # The exact active set's Jacobian, in float32 round-off (measured 3e-8 and 0).
+    np.testing.assert_allclose(grad_y, d_y.T @ np.asarray(g), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(grad_u, d_u.T @ np.asarray(g), rtol=0, atol=1e-6)
     plain = sparsemax_one(y32, DEFAULT)
     assert plain.x.dtype == jnp.float32 and int(plain.info.status) == Status.SOLVED
     np.testing.assert_allclose(plain.x, simplex_projection(y), rtol=0, atol=1e-6)
@@ -253,14 +254,14 @@ def test_warm_start_from_a_previous_solution():
     # Polished: the warm start is exact to round-off like the cold start.
     warm = warm_started(moved, u, TIGHT, constrained_one(y, u, TIGHT))
     assert int(warm.info.status) == Status.SOLVED
-    np.testing.assert_allclose(warm.x, exact, atol=1e-12)
+    np.testing.assert_allclose(warm.x, exact, rtol=0, atol=1e-14)  # measured 1.9e-16
     # ADMM alone shows what the warm start saves: fewer iterations to the same tolerance.
     admm = Options(tol=1e-10, polish=False)
     cold_admm = constrained_one(moved, u, admm)
     warm_admm = warm_started(moved, u, admm, constrained_one(y, u, admm))
     assert int(warm_admm.info.status) == int(cold_admm.info.status) == Status.SOLVED
     assert int(warm_admm.info.iterations) < int(cold_admm.info.iterations)
-    np.testing.assert_allclose(warm_admm.x, exact, atol=1e-8)
+    np.testing.assert_allclose(warm_admm.x, exact, rtol=0, atol=1e-8)  # measured 4.1e-10
 
 
 def _largest_intermediate(fn, *args) -> int:

@@ -77,13 +77,13 @@ def test_jacobians_consistent_with_gradients(n, p, m, singular):
     g = np.random.default_rng(1).standard_normal(n)
     grads = kkt_gradients(**d, x=x, lam=lam, nu=nu, g=g)
     jacs = kkt_jacobians(**d, x=x, lam=lam, nu=nu)
-    np.testing.assert_allclose(jacs["q"].T @ g, grads["q"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(jacs["q"].T @ g, grads["q"], rtol=1e-12, atol=1e-14)  # measured 1.7e-15
     for leaf, dim in (("b", p), ("h", m)):
         if dim == 0:
             assert jacs[leaf] is None and grads[leaf] is None
         else:
             assert jacs[leaf].shape == (n, dim)
-            np.testing.assert_allclose(jacs[leaf].T @ g, grads[leaf], rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(jacs[leaf].T @ g, grads[leaf], rtol=1e-12, atol=1e-14)  # measured 1.4e-15
     if m > 0:  # inactive constraints have zero columns
         inactive = d["h"] - d["G"] @ x > 1e-6
         assert np.all(jacs["h"][:, inactive] == 0)
@@ -95,6 +95,6 @@ def test_jacobian_q_matches_finite_differences_without_constraints():
     # Unconstrained: x* = -P^{-1} q, so dx/dq = -P^{-1}.
     d = random_qp(2, 5, 0, 0)
     x, lam, nu = clarabel_solve(**d)
-    np.testing.assert_allclose(x, -np.linalg.solve(d["P"], d["q"]), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(x, -np.linalg.solve(d["P"], d["q"]), rtol=1e-12, atol=1e-12)  # measured 8.8e-15 relative
     jac = kkt_jacobians(**d, x=x, lam=lam, nu=nu)["q"]
-    np.testing.assert_allclose(jac, -np.linalg.inv(d["P"]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(jac, -np.linalg.inv(d["P"]), rtol=1e-12, atol=1e-14)  # measured 0

@@ -50,14 +50,14 @@ def test_in_axes_and_gradients_match_vmap():
     mapped = jax.jit(sharded_vmap(_lane, in_axes))
     expected = jax.vmap(_lane, in_axes)(x, w, 2.0)
     actual = mapped(x, w, 2.0)
-    np.testing.assert_allclose(actual["y"], expected["y"], rtol=1e-12)
+    np.testing.assert_allclose(actual["y"], expected["y"], rtol=1e-14)  # measured 1.3e-16
     assert actual["y"].shape == (5, 2)
 
     def loss(map_fn, w):
         return jnp.sum(map_fn(_lane, in_axes)(x, w, 2.0)["y"] ** 2)
 
     np.testing.assert_allclose(
-        jax.grad(lambda w: loss(sharded_vmap, w))(w), jax.grad(lambda w: loss(jax.vmap, w))(w), rtol=1e-12
+        jax.grad(lambda w: loss(sharded_vmap, w))(w), jax.grad(lambda w: loss(jax.vmap, w))(w), rtol=1e-14  # measured 0
     )
 
 
