@@ -124,8 +124,8 @@ def test_unbounded_equals_jax_softmax():
     assert np.all(errors <= 2 * TIGHT.tol * (2 + spreads)), (errors, spreads)
     assert errors.max() < 1e-9
     # λ is reported for the unshifted y: −y + log x + 1 + λ = 0 gives λ = logsumexp(y) − 1
-    # (measured 4.4e-16).
-    np.testing.assert_allclose(solution.lam[:, 0], jax.nn.logsumexp(ys, axis=1) - 1, atol=1e-13, rtol=0)
+    # (measured ≤ 1.6e-14 relative; λ reaches 8).
+    np.testing.assert_allclose(solution.lam[:, 0], jax.nn.logsumexp(ys, axis=1) - 1, atol=0, rtol=1e-12)
     assert solution.s.shape == (N, 0) and solution.nu.shape == (N, 0)
 
 
