@@ -87,16 +87,15 @@ def profile(fn, *args) -> tuple[float, collections.Counter, collections.Counter]
 
 def report(title: str, note: str, wall: float, busy, count) -> list:
     total = sum(busy.values())
-    by_category, calls = collections.Counter(), collections.Counter()
+    by_category = collections.Counter()
     for kind, ns in busy.items():
         by_category[_category(kind)] += ns
-        calls[_category(kind)] += count[kind]
-    rows = [[name, f"{ns / 1e6:.1f}", f"{100 * ns / total:.0f}%", calls[name]] for name, ns in by_category.most_common()]
+    rows = [[name, f"{ns / 1e6:.1f}", f"{100 * ns / total:.0f}%"] for name, ns in by_category.most_common()]
     top = [[kind, f"{ns / 1e6:.1f}", f"{100 * ns / total:.0f}%", count[kind]] for kind, ns in busy.most_common(8)]
     return [f"## {title}", "", note, "",
             f"wall time of the profiled call {wall:.3f} s; busy time of XLA's operations {total / 1e9:.3f} s "
             "(summed over the threads that ran them)", "",
-            harness.markdown_table(["kind", "busy ms", "share", "executions"], rows), "",
+            harness.markdown_table(["kind", "busy ms", "share"], rows), "",
             "The eight most expensive HLO operation kinds:", "",
             harness.markdown_table(["HLO kind", "busy ms", "share", "executions"], top), ""]
 
