@@ -164,15 +164,16 @@ class ReducedKKT(NamedTuple):
             step, w, change, _ = state
             correction = self._solve_regularized(r - self.apply(w))
             w = w + correction
-            blocks = [inf_norm(d) / (1 + inf_norm(v)) for d, v in zip(correction, w) if v.size]
+            blocks = [inf_norm(d) / (1 + inf_norm(v)) for d, v in zip(correction, w)]  # empty: 0
             return step + 1, w, jnp.max(jnp.stack(blocks)), change
 
         def unsettled(state):
             step, _, change, previous = state
             return (step < limit) & (change > eps) & (change < 0.9 * previous)
 
-        inf = jnp.asarray(jnp.inf, dtype)
-        start = (jnp.int32(0), self._solve_regularized(r), jnp.asarray(jnp.finfo(dtype).max, dtype), inf)
+        # The first test must pass: a finite "change" below an infinite "previous".
+        start = (jnp.int32(0), self._solve_regularized(r), jnp.asarray(jnp.finfo(dtype).max, dtype),
+                 jnp.asarray(jnp.inf, dtype))
         return jax.lax.while_loop(unsettled, refine, start)[1]
 
 
