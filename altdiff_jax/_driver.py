@@ -25,12 +25,13 @@ from ._jacobian import jacobian_step
 from ._options import Numerics, Structure
 from ._jacobian import ActiveSet, same_active_set
 from ._kkt import solution_active_set
-from ._polish import polish
+from ._polish import PolishedSystem, placeholder_system, polish
 from ._problem import Constraints
 from ._scaling import Scaling
 from ._solution import Info, Status
 
 RUNNING = -1  # internal status of a lane that has not stopped yet
+READY = -2  # internal: a lane stopped so that its settled active set can be polished
 _RHO_RANGE = (1e-6, 1e6)
 _RHO_TRIGGER = 5.0  # adapt ρ when the balanced value differs by this factor (OSQP's rule)
 _CERTIFICATE_CHECKS = 2  # a certificate must hold at this many consecutive checks
@@ -61,6 +62,8 @@ class LoopState(NamedTuple):
     polished: jax.Array
     best_level: jax.Array  # the smallest residual level seen at a check
     since_best: jax.Array  # checks since best_level last improved by _STALL_GAIN
+    phase: jax.Array  # polishing passes done
+    polished_system: Optional[PolishedSystem]  # of the kept polished point (None: no polish)
 
 
 def _first_true(conditions, codes, default) -> jax.Array:
@@ -91,8 +94,8 @@ def run(
     numerics: Numerics,
     structure: Structure,
     status0: jax.Array,
-    early_polish: bool = True,
-) -> tuple[Iterate, Optional[Iterate], Any, Info]:
+    polish_attempts: Optional[int] = None,
+) -> tuple[Iterate, Optional[Iterate], Any, Info, Optional[PolishedSystem]]:
     """Iterate eqs. (5a)–(5d), and (5ga)–(5gd) if ``seeds`` is given, until the stop rule,
     then polish.
 
@@ -109,15 +112,21 @@ def run(
     row (a single early step can look like one); or at ``max_iter``. Under ``vmap`` a
     stopped lane is frozen: JAX selects its old carry while the slower lanes run.
 
-    With ``structure.polish``, the loop also tries polishing at a check where the active
-    set has settled (``early_polish``), and always once after the loop. Under ``vmap``
-    the early attempt is a ``lax.cond`` that becomes a select: every lane pays for it at
-    every check, so callers turn it off for batches of dense problems, where the polish
-    is a factorisation (a structured one costs O(n) and stays on).
+    With ``structure.polish``, a lane whose active set has settled (the same at two checks
+    in a row, and not tried yet) stops to be polished: a correct guess ends the solve
+    exactly, often long before the residuals of ADMM would; a wrong one sends the lane
+    back to the loop from its ADMM iterate. The loop is a while loop of passes, each
+    running the iterations until every lane has stopped and then polishing every lane that
+    stopped in it at once: under ``vmap``, a loop runs until its slowest lane stops, and a
+    ``lax.cond`` inside it would become a select that every lane pays for at every check.
+    ``polish_attempts`` caps the stops per lane (None: one per new active set); a solved
+    or truncated lane is polished once at the end of its pass.
 
     Returns:
-        ``(z, J, objective, info)`` in scaled space: the final (polished) iterate, its
-        Jacobians (None without seeds), the objective at the final ρ, and diagnostics.
+        ``(z, J, objective, info, polished_system)`` in scaled space: the final (polished)
+        iterate, its Jacobians (None without seeds), the objective at the final ρ,
+        diagnostics, and the active set and factor of the polished point's reduced KKT
+        system (see ``PolishedSystem``; None without polishing).
     """
     tol, rho0, alpha, _, infeasibility_tol = numerics
     dtype = init.x.dtype
@@ -177,20 +186,19 @@ def run(
         )
         record = (res.primal, res.dual, res.gap)
         active, tried, has_tried, polished = state.active, state.tried, state.has_tried, state.polished
-        if structure.polish and early_polish:
+        if structure.polish:
             # Polish early once the active set has settled (it is the same at two checks
             # in a row) and was not tried yet: a correct guess ends the solve exactly,
             # often long before the residuals of ADMM would.
             # Carried Jacobians must have settled too: the polished point would end the loop.
             active = solution_active_set(constraints, z, rho, tol)
             jacobians_settled = (J is None) or (change <= tol)
-            attempt = (status == RUNNING) & jacobians_settled & same_active_set(active, state.active) & (
+            settled = (status == RUNNING) & jacobians_settled & same_active_set(active, state.active) & (
                 ~has_tried | ~same_active_set(active, tried)
             )
-            z, accepted, record = _try_polish(objective, constraints, scaling, z, rho, tol, attempt, res)
-            status = jnp.where(accepted, jnp.int32(Status.SOLVED), status)
-            tried = _select(attempt, active, tried)
-            has_tried, polished = has_tried | attempt, accepted
+            if polish_attempts is not None:
+                settled = settled & (state.phase < polish_attempts)
+            status = jnp.where(settled, jnp.int32(READY), status)
         if structure.adaptive_rho:
             # OSQP's residual balancing, in the equilibrated problem.
             balanced = jnp.clip(rho * jnp.sqrt(res.scaled_balance), *_RHO_RANGE)
@@ -201,7 +209,7 @@ def run(
             objective = objective.at_rho(rho, changed)
         return LoopState(
             z, J, objective, rho, iteration, status, *record, change, streak, active, tried, has_tried, polished,
-            best_level, since_best,
+            best_level, since_best, state.phase, state.polished_system,
         )
 
     nothing = solution_active_set(constraints, init, rho0, tol)
@@ -209,59 +217,64 @@ def run(
     state = LoopState(
         init, J0, objective, rho0, jnp.int32(0), status0, zero, zero, zero, zero, jnp.zeros((2,), jnp.int32),
         nothing, nothing, jnp.bool_(False), jnp.bool_(False), jnp.asarray(jnp.inf, dtype), jnp.int32(0),
+        jnp.int32(0), placeholder_system(objective, constraints, init) if structure.polish else None,
     )
-    state = lax.while_loop(lambda state: state.status == RUNNING, body, state)
-    z, status, objective = state.z, state.status, state.objective
-    primal, dual, gap = state.primal_residual, state.dual_residual, state.gap
-    polished = state.polished
-    if structure.polish:
-        jacobians_settled = state.J is None or state.jacobian_change <= tol
-        z, status, polished_now, (primal, dual, gap) = _polish_and_judge(
-            objective, constraints, scaling, z, state.rho, tol, status, jacobians_settled, ~polished
-        )
-        polished = polished | polished_now
-    info = Info(status, state.iteration, primal, dual, gap, state.rho, state.jacobian_change, polished)
-    return z, state.J, objective, info
 
+    def running(state: LoopState) -> jax.Array:
+        return state.status == RUNNING
+
+    def phase(state: LoopState) -> LoopState:
+        in_play = running(state)
+        state = lax.while_loop(running, body, state)
+        if structure.polish:
+            state = _polish_stopped(state.objective, constraints, scaling, state, tol, in_play)
+        return state._replace(phase=state.phase + 1)
+
+    state = lax.while_loop(running, phase, state)
+    info = Info(state.status, state.iteration, state.primal_residual, state.dual_residual, state.gap, state.rho,
+                state.jacobian_change, state.polished)
+    return state.z, state.J, state.objective, info, state.polished_system
 
 
 def _select(condition, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
-def _polished_candidate(objective, constraints, scaling, z, rho, tol, attempt, before):
-    """``(candidate, finite, its residuals)`` when ``attempt``, else ``(z, False, before)``."""
+def _polished_candidate(objective, constraints, scaling, state: LoopState, tol, attempt, before):
+    """``(candidate, finite, its residuals, its PolishedSystem)`` when ``attempt``, else
+    ``(z, False, before, the state's PolishedSystem)``."""
     def polished():
-        candidate, finite = polish(objective, constraints, z, rho, tol)
-        return candidate, finite, residuals(objective, constraints, candidate, scaling)
+        candidate, finite, system = polish(objective, constraints, state.z, state.rho, tol)
+        return candidate, finite, residuals(objective, constraints, candidate, scaling), system
 
-    return lax.cond(attempt, polished, lambda: (z, jnp.bool_(False), before))
-
-
-def _try_polish(objective, constraints, scaling, z, rho, tol, attempt, before):
-    """Polish when ``attempt``; keep the candidate if it meets the tolerance.
-
-    Returns:
-        ``(z, accepted, (primal, dual, gap))``: the chosen point and its residuals.
-    """
-    candidate, finite, after = _polished_candidate(objective, constraints, scaling, z, rho, tol, attempt, before)
-    accepted = attempt & finite & (after.merit(tol) <= 1)
-    chosen = _select(accepted, after, before)
-    return _select(accepted, candidate, z), accepted, (chosen.primal, chosen.dual, chosen.gap)
+    return lax.cond(attempt, polished, lambda: (state.z, jnp.bool_(False), before, state.polished_system))
 
 
-def _polish_and_judge(objective, constraints, scaling, z, rho, tol, status, jacobians_settled, wanted):
-    """Polish a solved or truncated iterate; keep the better point by the residuals.
+def _polish_stopped(objective, constraints, scaling, state: LoopState, tol, in_play) -> LoopState:
+    """Polish the lanes that stopped in this pass, and judge the polished point.
 
-    A MAX_ITER or STALLED solve whose polished point meets the tolerance (and whose carried
-    Jacobians, if any, have settled) becomes SOLVED."""
-    attempt = wanted & ((status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED))
+    A lane stopped to be polished (READY) keeps the polished point if it meets the
+    tolerance, SOLVED; otherwise it goes back to the loop from its ADMM iterate, with its
+    guess recorded as tried. A solved or truncated lane (SOLVED, MAX_ITER, STALLED) that
+    was not polished yet keeps the better point by the residuals; a MAX_ITER or STALLED one
+    whose polished point meets the tolerance (and whose carried Jacobians have settled)
+    becomes SOLVED."""
+    status, z = state.status, state.z
+    ready = status == READY
+    finished = (status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED)
+    attempt = in_play & (ready | finished & ~state.polished)
     before = residuals(objective, constraints, z, scaling)
-
-    candidate, finite, after = _polished_candidate(objective, constraints, scaling, z, rho, tol, attempt, before)
-    better = attempt & finite & (after.merit(tol) < before.merit(tol))
-    z = _select(better, candidate, z)
-    chosen = _select(better, after, before)
-    upgrade = better & (chosen.merit(tol) <= 1) & jacobians_settled
-    status = jnp.where(upgrade, jnp.int32(Status.SOLVED), status)
-    return z, status, better, (chosen.primal, chosen.dual, chosen.gap)
+    candidate, finite, after, system = _polished_candidate(objective, constraints, scaling, state, tol, attempt, before)
+    usable = attempt & finite
+    meets = after.merit(tol) <= 1
+    take = usable & jnp.where(ready, meets, after.merit(tol) < before.merit(tol))
+    chosen = _select(take, after, before)
+    jacobians_settled = state.J is None or state.jacobian_change <= tol
+    solved = take & (chosen.merit(tol) <= 1) & jacobians_settled
+    status = jnp.where(solved, jnp.int32(Status.SOLVED), jnp.where(ready, jnp.int32(RUNNING), status))
+    return state._replace(
+        z=_select(take, candidate, z), status=status,
+        primal_residual=chosen.primal, dual_residual=chosen.dual, gap=chosen.gap,
+        tried=_select(ready, state.active, state.tried), has_tried=state.has_tried | ready,
+        polished=state.polished | take, polished_system=_select(take, system, state.polished_system),
+    )

@@ -17,7 +17,7 @@ round-off: exact multipliers, bounds met exactly, exact zeros for sparse layers.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,10 +31,35 @@ _ROUNDS = {True: 3, False: 8}  # active-set rounds for a quadratic / smooth obje
 _HALVINGS = 30  # damping of a smooth objective's Newton step into its domain
 
 
+class PolishedSystem(NamedTuple):
+    """The active set of a polished point and the factor of its reduced KKT system: for a
+    QP (constant Hessian) the ``kkt`` pullback solves with it instead of factoring again.
+
+    Attributes:
+        active: the active set of the last Newton step.
+        factor: the factor of ``ReducedKKT`` on it (see ``ReducedKKT.with_factor``).
+    """
+
+    active: ActiveSet
+    factor: Any
+
+
+def placeholder_system(objective, constraints, z: Iterate) -> PolishedSystem:
+    """Zeros shaped like the :class:`PolishedSystem` of a polish from ``z`` (the initial
+    value of a loop carry)."""
+    empty = solution_active_set(constraints, z, jnp.ones((), z.x.dtype), jnp.ones((), z.x.dtype))
+    empty = ActiveSet(*(jnp.zeros_like(mask) for mask in empty))
+    shapes = jax.eval_shape(
+        lambda: ReducedKKT.build(objective.hessian_operator(z.x), constraints, empty).factor
+    )
+    return PolishedSystem(empty, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+
+
 class _Round(NamedTuple):
     x: jax.Array
     y: KKTVector
     used: ActiveSet  # the active set of the last step, whose rows y's entries belong to
+    factor: Any  # the factor of the last step's reduced KKT system
     active: ActiveSet  # the active set re-read from x, for the next step
     count: jax.Array
     done: jax.Array
@@ -59,8 +84,9 @@ def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -
     return ok
 
 
-def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet) -> tuple[jax.Array, KKTVector]:
-    """One Newton step on the problem restricted to ``active``: (x + t·Δx, multipliers)."""
+def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet) -> tuple[jax.Array, KKTVector, Any]:
+    """One Newton step on the problem restricted to ``active``: (x + t·Δx, multipliers,
+    the factor of the reduced KKT system)."""
     A, b, G, h, lb, ub = constraints
     dtype = x.dtype
     system = ReducedKKT.build(objective.hessian_operator(x), constraints, active)
@@ -73,7 +99,7 @@ def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet) -> tup
     )
     w = system.solve(rhs)
     if objective.quadratic:
-        return x + w.x, w
+        return x + w.x, w, system.factor
     # A smooth objective may be undefined beyond its domain (an entropy at x <= 0): halve
     # the step until the point is in it.
     def shorter(t):
@@ -82,23 +108,24 @@ def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet) -> tup
     t = lax.while_loop(
         lambda t: ~_in_domain(objective, x + t * w.x) & (t > 0.5**_HALVINGS), shorter, jnp.ones((), dtype)
     )
-    return x + t * w.x, w
+    return x + t * w.x, w, system.factor
 
 
-def polish(objective, constraints, z: Iterate, rho, tol) -> tuple[Iterate, jax.Array]:
+def polish(objective, constraints, z: Iterate, rho, tol) -> tuple[Iterate, jax.Array, PolishedSystem]:
     """The polished point, from the iterate ``z`` (scaled variables).
 
     Returns:
-        ``(candidate, finite)``: the candidate :class:`Iterate` (multipliers projected on
-        their signs, bound-active variables set exactly on their bound) and whether it is
-        finite. The caller keeps it only if its residuals are better than ``z``'s.
+        ``(candidate, finite, system)``: the candidate :class:`Iterate` (multipliers
+        projected on their signs, bound-active variables set exactly on their bound),
+        whether it is finite, and the active set and factor of its last step. The caller
+        keeps it only if its residuals are better than ``z``'s.
     """
     A, b, G, h, lb, ub = constraints
     eps = jnp.finfo(z.x.dtype).eps
     rounds = _ROUNDS[bool(objective.quadratic)]
 
     def body(state: _Round) -> _Round:
-        x, y = _newton_step(objective, constraints, state.x, state.active)
+        x, y, factor = _newton_step(objective, constraints, state.x, state.active)
         nu = jnp.where(state.active.inequality, y.ineq, 0.0)
         mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0) if constraints.bounded else y.bound
         slack = h - G.mv(x)
@@ -110,12 +137,13 @@ def polish(objective, constraints, z: Iterate, rho, tol) -> tuple[Iterate, jax.A
         # but its multiplier in an over-determined active set comes out wrong-signed.)
         done = ((same_active_set(new_active, state.active) | _is_kkt_point(constraints, state.active, slack, x, y, tol))
                 & settled) | ~jnp.all(jnp.isfinite(x))
-        return _Round(x, y, state.active, new_active, state.count + 1, done)
+        return _Round(x, y, state.active, factor, new_active, state.count + 1, done)
 
     first = solution_active_set(constraints, z, rho, tol)
     n, dtype = z.x.shape[0], z.x.dtype
     empty = KKTVector(jnp.zeros(n, dtype), jnp.zeros_like(b), jnp.zeros_like(h), jnp.zeros_like(lb))
-    start = _Round(z.x, empty, first, first, jnp.int32(0), jnp.bool_(False))
+    start = _Round(z.x, empty, first, placeholder_system(objective, constraints, z).factor, first, jnp.int32(0),
+                   jnp.bool_(False))
     final = lax.while_loop(lambda s: ~s.done & (s.count < rounds), body, start)
     # The multipliers of the last step belong to the active set it was taken on; a row
     # that the last re-read would move is reported by the residuals, not hidden.
@@ -129,5 +157,5 @@ def polish(objective, constraints, z: Iterate, rho, tol) -> tuple[Iterate, jax.A
         z_B = jnp.clip(x, lb, ub)
     candidate = Iterate(x, s, y.eq, nu, z_B, mu)
     finite = all_finite(candidate)
-    return candidate, finite & (final.count > 0)
+    return candidate, finite & (final.count > 0), PolishedSystem(final.used, final.factor)
 

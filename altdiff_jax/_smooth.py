@@ -235,7 +235,7 @@ def _solve_smooth_fwd(structure, make_objective, theta, constraints, numerics, i
     forward = _smooth_forward(structure, make_objective, theta, constraints, numerics, init, seeds)
     blocks = split_columns(forward.J, sizes, wrt) if seeds is not None else (None,) * 5
     flags = tuple(flags[name] for name in Constraints._fields)
-    return forward.solution, ({(strategy, flags): (forward._replace(J=None), blocks)}, numerics, theta)
+    return forward.solution, ({(strategy, flags): (forward._replace(J=None, polished_system=None), blocks)}, numerics, theta)
 
 
 def _solve_smooth_bwd(structure, make_objective, residuals, cotangent: Solution):
