@@ -78,9 +78,11 @@ class Options:
         scaling_iterations: Ruiz equilibration passes over the data (0: none). The
             structured layers (sparsemax, softmax) run on their own O(1) data instead.
         infeasibility_tol: tolerance of the infeasibility certificates.
-        polish: after ADMM stops, guess the active set, solve the reduced KKT system
-            exactly (regularised, iteratively refined) and keep that point if its
-            residuals are better; ``info.polished`` says whether it was kept.
+        polish: once the active set has settled (the same at two checks in a row), stop
+            the loop, solve the reduced KKT system on it exactly (regularised, iteratively
+            refined) and keep that point if it meets the tolerance, else go on iterating;
+            a solve that ends by its residuals is polished once and keeps the better point.
+            ``info.polished`` says whether a polished point was kept.
         factorization: how the x-update matrix H(ρ) = P + σI + ρC is factored:
             ``"cholesky"`` (once, and again when ρ changes: cheapest for one solve),
             ``"eigen"`` (a generalised eigen-decomposition that serves every ρ: each lane
