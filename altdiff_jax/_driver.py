@@ -119,8 +119,10 @@ def run(
     running the iterations until every lane has stopped and then polishing every lane that
     stopped in it at once: under ``vmap``, a loop runs until its slowest lane stops, and a
     ``lax.cond`` inside it would become a select that every lane pays for at every check.
-    ``polish_attempts`` caps the stops per lane (None: one per new active set); a solved
-    or truncated lane is polished once at the end of its pass.
+    ``polish_attempts`` caps the stops per lane (None: one per new active set; 0: polish
+    only after the loop); a solved or truncated lane is polished once at the end of its
+    pass. (ρ is not adapted at the check where a lane stops: a lane sent back resumes at
+    the ρ it stopped with.)
 
     Returns:
         ``(z, J, objective, info, polished_system)`` in scaled space: the final (polished)
@@ -186,7 +188,7 @@ def run(
         )
         record = (res.primal, res.dual, res.gap)
         active, tried, has_tried, polished = state.active, state.tried, state.has_tried, state.polished
-        if structure.polish:
+        if structure.polish and polish_attempts != 0:
             # Polish early once the active set has settled (it is the same at two checks
             # in a row) and was not tried yet: a correct guess ends the solve exactly,
             # often long before the residuals of ADMM would.
@@ -214,8 +216,11 @@ def run(
 
     nothing = solution_active_set(constraints, init, rho0, tol)
     nothing = ActiveSet(*(jnp.zeros_like(mask) for mask in nothing))
+    # A problem that never enters the loop (bad data) reports the residuals of its start.
+    start = residuals(objective, constraints, init, scaling)
     state = LoopState(
-        init, J0, objective, rho0, jnp.int32(0), status0, zero, zero, zero, zero, jnp.zeros((2,), jnp.int32),
+        init, J0, objective, rho0, jnp.int32(0), status0, start.primal, start.dual, start.gap, zero,
+        jnp.zeros((2,), jnp.int32),
         nothing, nothing, jnp.bool_(False), jnp.bool_(False), jnp.asarray(jnp.inf, dtype), jnp.int32(0),
         jnp.int32(0), placeholder_system(objective, constraints, init) if structure.polish else None,
     )

@@ -224,7 +224,7 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
 def kkt_vjp(objective, constraints: Constraints, z: Iterate, rho, tol, cotangent: Iterate, polished=None,
             polished_system=None) -> Seeds:
     """Pull a cotangent of the solution back to the seeds (∂∇f, ∂b, ∂h, ∂lb, ∂ub) by one
-    solve with K at the solution's active set.
+    solve with K at the solution's active set (see below for a polished solution).
 
     The outputs are linear in the seeds: ``K [dx; dλ; dν; dμ] = [−∂∇f; ∂b; a·∂h;
     a_U·∂ub + a_L·∂lb]`` and ``ds = (1 − a)(∂h − G dx)`` (zero on active rows, as in eq.
@@ -232,7 +232,11 @@ def kkt_vjp(objective, constraints: Constraints, z: Iterate, rho, tol, cotangent
     every cotangent. All in the solver's scaled variables.
 
     With ``polished`` and ``polished_system`` (the forward solve's, ``_polish``) a
-    polished QP solution reuses its polish's factor and active set.
+    polished QP solution reuses its polish's factor and the active set of its last Newton
+    step, the set on which the point is exact. That set and the margin rule's re-read
+    (``solution_active_set``, used otherwise) agree wherever the active set is unique;
+    at a degenerate point (weakly active rows, more active rows than n) the derivative
+    is not unique, and the two can pick different ones.
 
     Returns:
         σ̄ as :class:`Seeds` of vectors ``(n,)``, ``(p,)``, ``(m,)``, ``(nb,)``, ``(nb,)``.

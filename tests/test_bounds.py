@@ -193,6 +193,9 @@ def test_infinite_and_crossed_bounds():
     crossed = to_qp(data, lb=lb, ub=ub)._replace(lb=jnp.asarray(lb).at[5].set(ub[5] + 1.0))
     solution = solve_jit(crossed, TIGHT)
     assert int(solution.info.status) == ad.Status.PRIMAL_INFEASIBLE and int(solution.info.iterations) == 0
+    # It never entered the loop: its residuals are those of its start, x = 0, not zeros.
+    dual_at_start = np.max(np.abs(np.asarray(crossed.q)))
+    assert abs(float(solution.info.dual_residual) - dual_at_start) <= 1e-12 * dual_at_start
     nan_bound = to_qp(data, lb=lb, ub=ub)._replace(ub=jnp.asarray(ub).at[4].set(jnp.nan))
     assert int(solve_jit(nan_bound, TIGHT).info.status) == ad.Status.NONFINITE
 
