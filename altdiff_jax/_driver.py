@@ -62,7 +62,7 @@ class LoopState(NamedTuple):
     polished: jax.Array
     best_level: jax.Array  # the smallest residual level seen at a check
     since_best: jax.Array  # checks since best_level last improved by _STALL_GAIN
-    phase: jax.Array  # polishing passes done
+    passes: jax.Array  # polishing passes done
     polished_system: Optional[PolishedSystem]  # of the kept polished point (None: no polish)
 
 
@@ -199,7 +199,7 @@ def run(
                 ~has_tried | ~same_active_set(active, tried)
             )
             if polish_attempts is not None:
-                settled = settled & (state.phase < polish_attempts)
+                settled = settled & (state.passes < polish_attempts)
             status = jnp.where(settled, jnp.int32(READY), status)
         if structure.adaptive_rho:
             # OSQP's residual balancing, in the equilibrated problem.
@@ -211,7 +211,7 @@ def run(
             objective = objective.at_rho(rho, changed)
         return LoopState(
             z, J, objective, rho, iteration, status, *record, change, streak, active, tried, has_tried, polished,
-            best_level, since_best, state.phase, state.polished_system,
+            best_level, since_best, state.passes, state.polished_system,
         )
 
     nothing = solution_active_set(constraints, init, rho0, tol)
@@ -228,14 +228,14 @@ def run(
     def running(state: LoopState) -> jax.Array:
         return state.status == RUNNING
 
-    def phase(state: LoopState) -> LoopState:
+    def one_pass(state: LoopState) -> LoopState:
         in_play = running(state)
         state = lax.while_loop(running, body, state)
         if structure.polish:
             state = _polish_stopped(state.objective, constraints, scaling, state, tol, in_play)
-        return state._replace(phase=state.phase + 1)
+        return state._replace(passes=state.passes + 1)
 
-    state = lax.while_loop(running, phase, state)
+    state = lax.while_loop(running, one_pass, state)
     info = Info(state.status, state.iteration, state.primal_residual, state.dual_residual, state.gap, state.rho,
                 state.jacobian_change, state.polished)
     return state.z, state.J, state.objective, info, state.polished_system
@@ -249,7 +249,7 @@ def _polished_candidate(objective, constraints, scaling, state: LoopState, tol, 
     """``(candidate, finite, its residuals, its PolishedSystem)`` when ``attempt``, else
     ``(z, False, before, the state's PolishedSystem)``."""
     def polished():
-        candidate, finite, system = polish(objective, constraints, state.z, state.rho, tol)
+        candidate, finite, system = polish(objective, constraints, state.z, state.rho, tol, state.polished_system)
         return candidate, finite, residuals(objective, constraints, candidate, scaling), system
 
     return lax.cond(attempt, polished, lambda: (state.z, jnp.bool_(False), before, state.polished_system))

@@ -111,8 +111,11 @@ def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet) -> tup
     return x + t * w.x, w, system.factor
 
 
-def polish(objective, constraints, z: Iterate, rho, tol) -> tuple[Iterate, jax.Array, PolishedSystem]:
-    """The polished point, from the iterate ``z`` (scaled variables).
+def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSystem
+           ) -> tuple[Iterate, jax.Array, PolishedSystem]:
+    """The polished point, from the iterate ``z`` (scaled variables). ``shaped_like`` is any
+    :class:`PolishedSystem` of this problem (the caller's carry): its factor seeds the
+    rounds' loop and the first round replaces it.
 
     Returns:
         ``(candidate, finite, system)``: the candidate :class:`Iterate` (multipliers
@@ -142,8 +145,7 @@ def polish(objective, constraints, z: Iterate, rho, tol) -> tuple[Iterate, jax.A
     first = solution_active_set(constraints, z, rho, tol)
     n, dtype = z.x.shape[0], z.x.dtype
     empty = KKTVector(jnp.zeros(n, dtype), jnp.zeros_like(b), jnp.zeros_like(h), jnp.zeros_like(lb))
-    start = _Round(z.x, empty, first, placeholder_system(objective, constraints, z).factor, first, jnp.int32(0),
-                   jnp.bool_(False))
+    start = _Round(z.x, empty, first, shaped_like.factor, first, jnp.int32(0), jnp.bool_(False))
     final = lax.while_loop(lambda s: ~s.done & (s.count < rounds), body, start)
     # The multipliers of the last step belong to the active set it was taken on; a row
     # that the last re-read would move is reported by the residuals, not hidden.

@@ -77,11 +77,11 @@ def test_a_failed_lane_does_not_change_the_gradients_of_the_others():
     g = jnp.linspace(-1.0, 1.0, SPEC[1])
     grad_fn = jax.grad(lambda pr: linear_loss(pr, g, TIGHT)[0])
     grads = jax.jit(jax.vmap(grad_fn, in_axes=(ALL_BATCHED,)))(batch)
+    alone = {i: jax.jit(grad_fn)(singles[i]) for i in (0, 2)}
     for leaf in "PqAbGh":
         assert not np.any(np.asarray(getattr(grads, leaf)[1]))
-        for i in (0, 2):
-            expected = getattr(jax.jit(grad_fn)(singles[i]), leaf)
-            assert relative_error(getattr(grads, leaf)[i], expected) <= 1e-13  # measured 4.1e-16
+        for i, expected in alone.items():
+            assert relative_error(getattr(grads, leaf)[i], getattr(expected, leaf)) <= 1e-13  # measured 4.1e-16
 
 
 def test_vmap_of_grad_equals_loop_of_grads():
