@@ -95,7 +95,6 @@ def run(
     structure: Structure,
     status0: jax.Array,
     polish_attempts: Optional[int] = None,
-    low_rank_polish: bool = False,
 ) -> tuple[Iterate, Optional[Iterate], Any, Info, Optional[PolishedSystem]]:
     """Iterate eqs. (5a)–(5d), and (5ga)–(5gd) if ``seeds`` is given, until the stop rule,
     then polish.
@@ -122,10 +121,7 @@ def run(
     ``lax.cond`` inside it would become a select that every lane pays for at every check.
     ``polish_attempts`` caps the stops per lane (None: one per new active set; 0: polish
     only after the loop); a solved or truncated lane is polished once at the end of its
-    pass. ``low_rank_polish`` lets a dense QP's polish rounds after the first solve with
-    the first round's factor and a low-rank update (``_kkt.ReducedKKT.build_near``): one
-    factorisation less per round for one large problem; a batch, whose lanes would pay for
-    both paths, factors every round. (ρ is not adapted at the check where a lane stops: a lane sent back resumes at
+    pass. (ρ is not adapted at the check where a lane stops: a lane sent back resumes at
     the ρ it stopped with.)
 
     Returns:
@@ -226,7 +222,7 @@ def run(
         init, J0, objective, rho0, jnp.int32(0), status0, start.primal, start.dual, start.gap, zero,
         jnp.zeros((2,), jnp.int32),
         nothing, nothing, jnp.bool_(False), jnp.bool_(False), jnp.asarray(jnp.inf, dtype), jnp.int32(0),
-        jnp.int32(0), (placeholder_system(objective, constraints, init, low_rank_polish) if structure.polish else None),
+        jnp.int32(0), placeholder_system(objective, constraints, init) if structure.polish else None,
     )
 
     def running(state: LoopState) -> jax.Array:

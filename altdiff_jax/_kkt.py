@@ -37,7 +37,7 @@ import numpy as np
 
 from ._iterate import Iterate, Seeds, inf_norm
 from ._jacobian import ActiveSet, active_set
-from ._linalg import Cholesky, LowRankUpdate, Operator, assemble, factor_system, structured
+from ._linalg import Operator, factor_system, structured
 from ._problem import Constraints
 
 REFINEMENT_STEPS = {4: 12, 8: 4}
@@ -52,12 +52,6 @@ Float64: measured on 512 QPs with n 50, the second correction is 2e-15 (median) 
 (max) relative and later ones stay at 1e-15, noise that cost every lane of a batch two
 more steps. Float32 keeps one ulp: 64 (7.6e-6) left 1.1e-6 on the float32 softmax layer
 (tests/test_layers_smooth.py::test_float32_in_float32_out, atol 1e-6)."""
-
-
-UPDATE_RANK = 8
-"""Rows and bounds by which an active set may differ from the one a dense float64 normal
-matrix was factored on and still be solved with that factor (a Woodbury update,
-:class:`UpdatedFactor`); a larger change refactors."""
 
 
 def regularization(dtype) -> float:
@@ -102,67 +96,6 @@ def _regularized_lu(H: Operator, constraints: Constraints, a, a_B, delta) -> _LU
     return _LU(*jax.scipy.linalg.lu_factor(K))
 
 
-def updatable(H: Operator, constraints: Constraints) -> bool:
-    """Whether the normal matrix is a dense Cholesky factor that a polish round can reuse
-    for a nearby active set (:meth:`ReducedKKT.build_near`): float64 (or wider), not
-    structured."""
-    return constraints.b.dtype != jnp.float32 and not structured(H, constraints.A, constraints.G)
-
-
-class UpdatedFactor(NamedTuple):
-    """The normal matrix of an active set, solved with the Cholesky factor of the normal
-    matrix of a nearby one (``factored``) and a Woodbury update by the rows and bounds in
-    which the two differ (at most ``UPDATE_RANK``): a polish round that moves a few rows
-    costs a few triangular solves instead of a Gram matrix and a factorisation.
-
-    Attributes:
-        factored: the active set of the Cholesky factor.
-        update: the factor and its update (:class:`_linalg.LowRankUpdate`).
-    """
-
-    factored: ActiveSet
-    update: LowRankUpdate
-
-    @classmethod
-    def around(cls, factor: Cholesky, active: ActiveSet) -> "UpdatedFactor":
-        """``factor``, the Cholesky factor of the normal matrix on ``active``, without update."""
-        n, dtype = factor.L.shape[0], factor.L.dtype
-        return cls(active, LowRankUpdate.none(factor, n, UPDATE_RANK, dtype))
-
-    def solve(self, rhs: jax.Array) -> jax.Array:
-        return self.update.solve(rhs)
-
-
-def _update_rows(constraints: Constraints, factored: ActiveSet, active: ActiveSet, delta):
-    """``(V (k, n), w (k,), count)``: the rows (G's, or a bound's unit row) whose weight
-    in the normal matrix differs between ``factored`` and ``active``, the differences
-    (±1/δ; 0 for padding) and how many there are (may exceed k: then refactor)."""
-    G = constraints.G.dense()
-    m, n = G.shape
-    dtype = constraints.b.dtype
-    if m + factored.upper.shape[0] == 0:  # only equalities: nothing can change
-        return jnp.zeros((UPDATE_RANK, n), dtype), jnp.zeros((UPDATE_RANK,), dtype), jnp.int32(0)
-
-    def weights(active: ActiveSet):
-        return jnp.concatenate([active.inequality, active.upper | active.lower]).astype(dtype) / delta
-
-    difference = weights(active) - weights(factored)
-    changed = difference != 0
-    index = jnp.nonzero(changed, size=UPDATE_RANK, fill_value=0)[0]
-    valid = jnp.arange(UPDATE_RANK) < jnp.sum(changed)
-    unit = jax.nn.one_hot(index - m, n, dtype=dtype)  # a bound's row (zeros for G's rows)
-    V = jnp.where((index < m)[:, None], G[jnp.minimum(index, m - 1)], unit) if m else unit
-    return V, jnp.where(valid, difference[index], 0.0), jnp.sum(changed)
-
-
-def _computed_if(needed, compute, default):
-    """``compute()`` where ``needed``, else ``default``, as a while loop that runs at most
-    once: under ``vmap`` it computes once for the whole batch if any lane needs it (a
-    ``lax.cond`` there would compute for every lane, always)."""
-    return jax.lax.while_loop(lambda carry: carry[1], lambda carry: (compute(), jnp.bool_(False)),
-                              (default, needed))[0]
-
-
 class ReducedKKT(NamedTuple):
     """K on an active set, with the factor of its regularisation (see the module docstring).
 
@@ -201,34 +134,11 @@ class ReducedKKT(NamedTuple):
         a, a_B, delta = cls._weights(constraints, active)
         if dtype == jnp.float32 and not structured(H, constraints.A, constraints.G):
             return cls(H, constraints, a, a_B, delta, _regularized_lu(H, constraints, a, a_B, delta))
-        factor = factor_system(*cls._normal_matrix(H, constraints, a, a_B, delta))
-        return cls(H, constraints, a, a_B, delta, factor)
-
-    @staticmethod
-    def _normal_matrix(H: Operator, constraints: Constraints, a, a_B, delta):
-        """The arguments of ``_linalg.factor_system`` for the normal matrix."""
-        n, p, dtype = H.shape[0], constraints.b.shape[0], a.dtype
         diagonal = delta + (a_B / delta if constraints.bounded else jnp.zeros((n,), dtype))
-        return H, diagonal, constraints.A, jnp.full((p,), 1.0 / delta, dtype), constraints.G, a / delta
-
-    @classmethod
-    def build_near(cls, H: Operator, constraints: Constraints, active: ActiveSet, previous: "UpdatedFactor",
-                   refactor) -> "ReducedKKT":
-        """The system on ``active`` with the Cholesky factor of ``previous`` (an earlier
-        system with the same ``H``, see :func:`updatable`) and a Woodbury update, when
-        ``active`` is within ``UPDATE_RANK`` rows of the set that factor was built on;
-        otherwise, or where ``refactor`` (a traced bool), factored afresh."""
-        a, a_B, delta = cls._weights(constraints, active)
-        normal = cls._normal_matrix(H, constraints, a, a_B, delta)
-        _, _, count = _update_rows(constraints, previous.factored, active, delta)
-        base, factored = _computed_if(
-            (count > UPDATE_RANK) | refactor, lambda: (Cholesky.factor(assemble(*normal)), active),
-            (previous.update.base, previous.factored),
+        factor = factor_system(
+            H, diagonal, constraints.A, jnp.full((p,), 1.0 / delta, dtype), constraints.G, a / delta
         )
-        V, w, count = _update_rows(constraints, factored, active, delta)
-        none = LowRankUpdate.none(base, H.shape[0], UPDATE_RANK, a.dtype)
-        update = _computed_if(count > 0, lambda: LowRankUpdate.of(base, V, w), none)
-        return cls(H, constraints, a, a_B, delta, UpdatedFactor(factored, update))
+        return cls(H, constraints, a, a_B, delta, factor)
 
     def apply(self, w: KKTVector) -> KKTVector:
         """K w (unregularised)."""
@@ -300,10 +210,7 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
 
     def factored(_):
         active = solution_active_set(constraints, z, rho, tol)
-        factor = ReducedKKT.build(H, constraints, active).factor
-        if polished_system is not None and isinstance(polished_system.factor, UpdatedFactor):
-            factor = UpdatedFactor.around(factor, active)  # the carry's type
-        return active, factor, jnp.bool_(True)
+        return active, ReducedKKT.build(H, constraints, active).factor, jnp.bool_(True)
 
     if polished_system is None or not objective.quadratic:
         active, factor, _ = factored(None)

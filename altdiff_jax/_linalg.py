@@ -33,7 +33,6 @@ from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 
@@ -191,50 +190,6 @@ class Cholesky(NamedTuple):
 
     def solve(self, rhs: jax.Array) -> jax.Array:
         return cho_solve((self.L, True), rhs)
-
-
-class LowRankUpdate(NamedTuple):
-    """A factored matrix M plus a low-rank term, M + Vᵀ diag(w) V, by the Woodbury identity
-
-        (M + VᵀWV)⁻¹ r = y − U (I + W V U)⁻¹ W V y,    y = M⁻¹ r,   U = M⁻¹ Vᵀ:
-
-    one solve with M's factor and O(n k) more per right-hand side, after k solves for U.
-    Rows with w = 0 are padding (a fixed k under jit and vmap). The identity can lose
-    accuracy where the capacitance I + WVU is nearly singular (removing a row that carries a
-    large weight); callers refine against the exact matrix (``_kkt.ReducedKKT.solve``).
-
-    Attributes:
-        base: the factor of M (anything with ``solve``).
-        V: ``(k, n)`` the rows of the update.
-        w: ``(k,)`` their weights.
-        U: ``(n, k)`` M⁻¹ Vᵀ.
-        lu, pivots: the LU factors of the ``(k, k)`` capacitance I + W V U.
-    """
-
-    base: object
-    V: jax.Array
-    w: jax.Array
-    U: jax.Array
-    lu: jax.Array
-    pivots: jax.Array
-
-    @classmethod
-    def of(cls, base, V: jax.Array, w: jax.Array) -> "LowRankUpdate":
-        U = base.solve(V.T)
-        capacitance = jnp.eye(V.shape[0], dtype=V.dtype) + w[:, None] * (V @ U)
-        return cls(base, V, w, U, *jax.scipy.linalg.lu_factor(capacitance))
-
-    @classmethod
-    def none(cls, base, n: int, k: int, dtype) -> "LowRankUpdate":
-        """No update (k rows of padding): solves with M alone."""
-        zeros = jnp.zeros((k, n), dtype)
-        return cls(base, zeros, jnp.zeros((k,), dtype), zeros.T, jnp.eye(k, dtype=dtype), jnp.arange(k, dtype=jnp.int32))
-
-    def solve(self, rhs: jax.Array) -> jax.Array:
-        y = self.base.solve(rhs)
-        t = self.V @ y
-        c = jax.scipy.linalg.lu_solve((self.lu, self.pivots), _columns(self.w, t) * t)
-        return y - self.U @ c
 
 
 def assemble(P: Operator, d: jax.Array, A: Operator, w_A: jax.Array, G: Operator, w_G: jax.Array) -> jax.Array:

@@ -25,7 +25,7 @@ from jax import lax
 
 from ._iterate import Iterate, all_finite, inf_norm
 from ._jacobian import ActiveSet, active_margin, active_set, same_active_set
-from ._kkt import KKTVector, ReducedKKT, UpdatedFactor, solution_active_set, updatable
+from ._kkt import KKTVector, ReducedKKT, solution_active_set
 
 _ROUNDS = {True: 3, False: 8}  # active-set rounds for a quadratic / smooth objective
 _HALVINGS = 30  # damping of a smooth objective's Newton step into its domain
@@ -44,22 +44,14 @@ class PolishedSystem(NamedTuple):
     factor: Any
 
 
-def placeholder_system(objective, constraints, z: Iterate, low_rank: bool) -> PolishedSystem:
+def placeholder_system(objective, constraints, z: Iterate) -> PolishedSystem:
     """Zeros shaped like the :class:`PolishedSystem` of a polish from ``z`` (the initial
-    value of a loop carry). With ``low_rank``, a QP whose normal matrix is a dense Cholesky
-    factor (``_kkt.updatable``) carries an ``UpdatedFactor``: its polish rounds after the
-    first reuse the factor for an active set a few rows away."""
+    value of a loop carry)."""
     empty = solution_active_set(constraints, z, jnp.ones((), z.x.dtype), jnp.ones((), z.x.dtype))
     empty = ActiveSet(*(jnp.zeros_like(mask) for mask in empty))
-    H = objective.hessian_operator(z.x)
-
-    def factor():
-        factor = ReducedKKT.build(H, constraints, empty).factor
-        if low_rank and objective.quadratic and updatable(H, constraints):
-            factor = UpdatedFactor.around(factor, empty)
-        return factor
-
-    shapes = jax.eval_shape(factor)
+    shapes = jax.eval_shape(
+        lambda: ReducedKKT.build(objective.hessian_operator(z.x), constraints, empty).factor
+    )
     return PolishedSystem(empty, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
 
 
@@ -92,18 +84,12 @@ def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -
     return ok
 
 
-def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previous, first
-                 ) -> tuple[jax.Array, KKTVector, Any]:
+def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet) -> tuple[jax.Array, KKTVector, Any]:
     """One Newton step on the problem restricted to ``active``: (x + t·Δx, multipliers,
-    the factor of the reduced KKT system). A QP's Hessian is constant, so after the
-    ``first`` step the factor of the ``previous`` one serves an active set a few rows away
-    (``ReducedKKT.build``)."""
+    the factor of the reduced KKT system)."""
     A, b, G, h, lb, ub = constraints
     dtype = x.dtype
-    if isinstance(previous, UpdatedFactor):
-        system = ReducedKKT.build_near(objective.hessian_operator(x), constraints, active, previous, first)
-    else:
-        system = ReducedKKT.build(objective.hessian_operator(x), constraints, active)
+    system = ReducedKKT.build(objective.hessian_operator(x), constraints, active)
     bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0)) if constraints.bounded else lb
     rhs = KKTVector(
         -objective.gradient(x),
@@ -142,7 +128,7 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
     rounds = _ROUNDS[bool(objective.quadratic)]
 
     def body(state: _Round) -> _Round:
-        x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, state.count == 0)
+        x, y, factor = _newton_step(objective, constraints, state.x, state.active)
         nu = jnp.where(state.active.inequality, y.ineq, 0.0)
         mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0) if constraints.bounded else y.bound
         slack = h - G.mv(x)

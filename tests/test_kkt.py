@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 from altdiff_jax._iterate import Iterate  # noqa: E402
 from altdiff_jax._jacobian import ActiveSet  # noqa: E402
-from altdiff_jax._kkt import UPDATE_RANK, KKTVector, ReducedKKT, UpdatedFactor, kkt_vjp  # noqa: E402
+from altdiff_jax._kkt import KKTVector, ReducedKKT, kkt_vjp  # noqa: E402
 from altdiff_jax._linalg import Dense, Diagonal, RowVector  # noqa: E402
 from altdiff_jax._objective import QuadraticObjective  # noqa: E402
 from altdiff_jax._problem import Constraints, data_gradients  # noqa: E402
@@ -66,67 +66,6 @@ def test_reduced_kkt_solve_is_exact(n, p, m, singular, bounded):
     got = np.concatenate([np.asarray(v) for v in w])
     # measured: ≤ 6.5e-15 of the largest entry over these shapes (1.3e-12 absolute)
     np.testing.assert_allclose(got, expected, rtol=0, atol=5e-13 * np.abs(expected).max())
-
-
-def _random_active_set(rng, P, A, G, nb, like=None, changes=0):
-    """A random active set (or ``like`` with ``changes`` rows and bounds switched) whose K is
-    nonsingular, as numpy ``(a, upper, lower)``."""
-    m = G.shape[0]
-    while True:
-        if like is None:
-            a = (rng.uniform(size=m) < 0.4).astype(float)
-            upper = rng.uniform(size=nb) < 0.2
-            lower = ~upper & (rng.uniform(size=nb) < 0.2)
-        else:
-            a, upper, lower = (v.copy() for v in like)
-            for i in rng.choice(m + nb, size=changes, replace=False):
-                if i < m:
-                    a[i] = 1.0 - a[i]
-                else:
-                    upper[i - m] = ~(upper[i - m] | lower[i - m])
-                    lower[i - m] = False
-        if np.linalg.cond(_dense_K(P, A, G, a, (upper | lower).astype(float))) < 1e8:
-            return a, upper, lower
-
-
-def _near(P_op, A_op, G, lb, ub, factored, active, rhs):
-    constraints = Constraints(A_op, jnp.zeros(A_op.shape[0]), Dense(G), jnp.zeros(G.shape[0]), lb, ub)
-    first = ReducedKKT.build(P_op, constraints, factored)
-    previous = UpdatedFactor.around(first.factor, factored)
-    system = ReducedKKT.build_near(P_op, constraints, active, previous, jnp.bool_(False))
-    return system.solve(rhs), system.factor.factored
-
-
-_near_jit = jax.jit(_near)
-
-
-@pytest.mark.parametrize("changes", [3, UPDATE_RANK + 1])
-def test_reduced_kkt_near_a_factored_active_set_is_exact(changes):
-    """Polish rounds after the first: the Cholesky factor of one active set and a Woodbury
-    update by the rows and bounds switched (at most UPDATE_RANK, else a refactorisation)
-    solve K of the new set as exactly as a factor of its own."""
-    n, p, m, nb = 8, 2, 12, 8
-    rng = np.random.default_rng(changes)
-    data = reference.random_qp(changes, n, p, m)
-    P, A, G = data["P"], data["A"], data["G"]
-    factored = _random_active_set(rng, P, A, G, nb)
-    a, upper, lower = _random_active_set(rng, P, A, G, nb, like=factored, changes=changes)
-    expected = np.linalg.solve(_dense_K(P, A, G, a, (upper | lower).astype(float)),
-                               r := rng.standard_normal(n + p + m + nb))
-    to_set = lambda v: ActiveSet(*(jnp.asarray(x > 0) for x in v))  # noqa: E731
-    lb = jnp.where(jnp.asarray(lower | upper), 0.0, -jnp.inf)
-    ub = jnp.where(jnp.asarray(upper), 0.0, jnp.inf)
-    rhs = KKTVector(*map(jnp.asarray, np.split(r, [n, n + p, n + p + m])))
-    w, used = _near_jit(Dense(jnp.asarray(P)), Dense(jnp.asarray(A)), jnp.asarray(G), lb, ub, to_set(factored),
-                        to_set((a, upper, lower)), rhs)
-    got = np.concatenate([np.asarray(v) for v in w])
-    # measured: 5.5e-15 (3 switched) and 7.9e-15 (9, refactored) of the largest entry; at
-    # most 1.9e-14 over 12 draws of 1 to 9 switches (a factor of its own: up to 6.5e-15)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-14 * np.abs(expected).max())
-    # the factor kept is the old one for an update, the new set's after a refactorisation
-    kept = factored if changes <= UPDATE_RANK else (a, upper, lower)
-    np.testing.assert_array_equal(used.inequality, kept[0] > 0)
-    np.testing.assert_array_equal(used.upper | used.lower, kept[1] | kept[2])
 
 
 def test_structured_kkt_equals_dense():
