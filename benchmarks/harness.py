@@ -30,6 +30,7 @@ import dataclasses
 import datetime
 import functools
 import gc
+import importlib
 import importlib.metadata
 import math
 import multiprocessing
@@ -244,14 +245,17 @@ def loss_vector(n: int, seed: int = 1) -> np.ndarray:
 # ----------------------------------------------------------------------------- references
 
 
-def _tests_reference():
-    """The test suite's NumPy/cvxpy ground truth, ``tests/reference.py``."""
+def _tests_module(name: str):
+    """A helper module of the test suite, ``tests/NAME.py``."""
     tests = str(ROOT / "tests")
     if tests not in sys.path:
         sys.path.insert(0, tests)
-    import reference
+    return importlib.import_module(name)
 
-    return reference
+
+def _tests_reference():
+    """The test suite's NumPy/cvxpy ground truth, ``tests/reference.py``."""
+    return _tests_module("reference")
 
 
 def interior_point(P, q, A, b, G, h, tol: float = 1e-10, max_iter: int = 60):

@@ -23,6 +23,15 @@ after compilation, with the spread over the runs):
   as the number of carried columns (p) grows: why ``differentiation="auto"`` never picks
   Alt-Diff for ``jax.grad`` (``altdiff_jax._solve.strategy_for``).
 
+A section that runs longer than ``--section-timeout`` seconds (default 1800) stops the run
+with every thread's traceback instead of waiting for ever: qpax's vmapped graph runs
+batched LAPACK calls that do not depend on each other (24 such pairs in its compiled
+gradient), and jaxlib 0.10 can deadlock on those on a 2-core machine
+(``tests/lapack_order.py``; altdiff_jax's own graphs order theirs,
+``tests/test_transforms.py::test_a_vmapped_solve_and_gradient_call_lapack_one_at_a_time``).
+A script timing these batches hung that way (gdb: both pool threads waiting inside
+jaxlib's batched triangular solve); rerun the section.
+
 OPENBLAS_NUM_THREADS defaults to 1 (see ``benchmarks/factorization.py``): jaxlib's CPU
 Cholesky and triangular solves call OpenBLAS, whose spinning threads slow them 10–100× on
 shared cores; XLA's own products stay multithreaded. It applies to qpax as well.
@@ -31,6 +40,7 @@ shared cores; XLA's own products stay multithreaded. It applies to qpax as well.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before jaxlib loads OpenBLAS
@@ -233,11 +243,14 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(harness.RESULTS / "speed.md"))
+    parser.add_argument("--section-timeout", type=float, default=1800.0)
     args = parser.parse_args()
     lines: list = []
     for name in args.sections:
         print(f"-- {name}", flush=True)
+        faulthandler.dump_traceback_later(args.section_timeout, exit=True)
         SECTIONS[name](args.repeats, lines)
+        faulthandler.cancel_dump_traceback_later()
         print("\n".join(lines[-4:]), flush=True)
     harness.write_markdown(args.out, "Engine speed, side by side", harness.hardware_line(("qpax", "osqp")), lines)
 

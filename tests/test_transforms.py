@@ -186,3 +186,37 @@ def test_options_are_hashable_and_can_be_closed_over():
     np.testing.assert_allclose(closed(problem).x, solve_jit(problem, options).x, rtol=1e-14)  # measured 0
     with pytest.raises(ValueError, match="differentiation must be one of"):
         ad.Options(differentiation="implicit")
+
+
+def test_the_lapack_order_checker_finds_unordered_calls():
+    """Four independent vmapped triangular solves: six pairs XLA may run at once."""
+    from lapack_order import concurrent_lapack_calls
+
+    def four_solves(L, b):
+        solve = jax.vmap(lambda L, b: jax.scipy.linalg.solve_triangular(L, b, lower=True))
+        return solve(L, b), solve(L, 2 * b), solve(2 * L, b), solve(2 * L, 2 * b)
+
+    L = jnp.broadcast_to(jnp.eye(4), (3, 4, 4))
+    hlo = jax.jit(four_solves).lower(L, jnp.ones((3, 4))).compile().as_text()
+    assert len(concurrent_lapack_calls(hlo)) == 6
+
+
+@pytest.mark.parametrize("in_axes,dtype,options", [
+    (ALL_BATCHED, jnp.float64, TIGHT),
+    (SHARED_MATRICES, jnp.float64, TIGHT),
+    (ALL_BATCHED, jnp.float32, ad.Options(tol=1e-4)),
+    (ALL_BATCHED, jnp.float64, ad.Options(factorization="cholesky")),
+], ids=["batched", "shared", "float32", "cholesky"])
+def test_a_vmapped_solve_and_gradient_call_lapack_one_at_a_time(in_axes, dtype, options):
+    """jaxlib 0.10 can hang when two batched LAPACK kernels run at once on a 2-core machine
+    (``tests/lapack_order.py``); the engine's compiled graphs order every LAPACK call, so a
+    vmapped solve with its gradient cannot hang that way."""
+    from lapack_order import concurrent_lapack_calls
+
+    batch, _ = _batch(in_axes)
+    batch = jax.tree_util.tree_map(lambda leaf: leaf.astype(dtype), batch)
+    g = jnp.linspace(-1.0, 1.0, SPEC[1], dtype=dtype)
+    grad_fn = jax.vmap(jax.grad(lambda pr: linear_loss(pr, g, options)[0]), in_axes=(in_axes,))
+    hlo = jax.jit(grad_fn).lower(batch).compile().as_text()
+    assert hlo.count('custom_call_target="lapack_') >= 3  # the factorisations are there
+    assert concurrent_lapack_calls(hlo) == []

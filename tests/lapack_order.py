@@ -1,0 +1,88 @@
+"""Which LAPACK calls of a compiled XLA CPU program can run at the same time.
+
+Why it matters: jaxlib 0.10 runs a batched LAPACK kernel (the Cholesky, triangular solve,
+eigendecomposition or LU of a ``vmap``) whose work passes a threshold in chunks on XLA's
+CPU thread pool, and blocks the pool thread that called it until the chunks are done.
+When as many such kernels run at once as the pool has threads (two on a 2-core
+machine), every thread waits for chunks that no thread is free to run, and the program
+hangs (``benchmarks/results/batched_lapack.md``: four independent vmapped triangular
+solves of 512 × 50 × 50 in one jitted function, jaxlib 0.10.2, 2 cores). XLA runs two
+operations at once only when neither depends on the other, so a program in which every
+pair of LAPACK calls is ordered by its data dependencies cannot hang this way.
+
+:func:`concurrent_lapack_calls` reads that from the optimised HLO text
+(``jax.jit(f).lower(...).compile().as_text()``): in each computation, it finds the
+instructions that call LAPACK (directly, or inside the loops, conditionals and calls they
+run) and reports every pair with no path of operands or control edges between them.
+"""
+
+from __future__ import annotations
+
+import re
+
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) \(.*\{\s*$")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*)$")
+_LAPACK = re.compile(r'custom_call_target="(lapack_\w+)"')
+_CALLED = re.compile(r"(?:body|condition|to_apply|branch_computations|called_computations)=\{?(%[\w.\-]+(?:, %[\w.\-]+)*)")
+_NAME = re.compile(r"%([\w.\-]+)")
+
+
+def _computations(hlo: str) -> dict[str, list[tuple[str, str]]]:
+    """``{computation: [(instruction, its text after '='), ...]}`` in program order."""
+    computations: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in hlo.splitlines():
+        if current is None:
+            match = _COMPUTATION.match(line)
+            if match:
+                current = match.group(1)
+                computations[current] = []
+        elif line.strip() == "}":
+            current = None
+        else:
+            match = _INSTRUCTION.match(line)
+            if match:
+                computations[current].append(match.groups())
+    return computations
+
+
+def concurrent_lapack_calls(hlo: str) -> list[tuple[str, str, str]]:
+    """Pairs of LAPACK-calling instructions that XLA may run at the same time.
+
+    Args:
+        hlo: the text of an optimised HLO module.
+
+    Returns:
+        ``(computation, instruction, instruction)`` for every unordered pair; empty when
+        the program's LAPACK calls are totally ordered.
+    """
+    computations = _computations(hlo)
+    calls_lapack: dict[str, bool] = {}
+
+    def computation_calls_lapack(name: str) -> bool:
+        if name not in calls_lapack:
+            calls_lapack[name] = False  # a cycle cannot occur in HLO; this only guards recursion
+            calls_lapack[name] = any(_instruction_calls_lapack(text) for _, text in computations.get(name, []))
+        return calls_lapack[name]
+
+    def _instruction_calls_lapack(text: str) -> bool:
+        if _LAPACK.search(text):
+            return True
+        if " fusion(" in text:  # fused computations are elementwise kernels, never LAPACK
+            return False
+        return any(computation_calls_lapack(called)
+                   for group in _CALLED.findall(text) for called in _NAME.findall(group))
+
+    pairs = []
+    for computation, instructions in computations.items():
+        names = {name for name, _ in instructions}
+        ancestors: dict[str, set[str]] = {}
+        for name, text in instructions:  # operands come before their users
+            operands = set(_NAME.findall(text)) & names - {name}
+            ancestors[name] = set(operands).union(*(ancestors.get(op, set()) for op in operands))
+        lapack = [name for name, text in instructions if _instruction_calls_lapack(text)]
+        for i, first in enumerate(lapack):
+            for second in lapack[i + 1:]:
+                if first not in ancestors[second] and second not in ancestors[first]:
+                    pairs.append((computation, first, second))
+    return pairs
