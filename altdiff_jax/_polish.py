@@ -12,9 +12,10 @@ when it no longer changes.
 The polished point is kept only if it is better than the ADMM iterate by the residuals
 and the duality gap (``Residuals.merit``); otherwise the solve returns the ADMM iterate,
 and ``info.polished`` says which. When the active set is right, the answer is exact to
-round-off: bounds met exactly, exact zeros for sparse layers, and multipliers to the
-regularised solve's floor (``_kkt``: about eps/δ relative to the rows' values, 1.5e-8 in
-float64; measured 2e-9 on a multiplier of 78.5 in ``tests/test_layers_sparsemax.py``).
+round-off: bounds met exactly, exact zeros for sparse layers, and multipliers as exact as
+the refinement of ``_kkt`` gets within its step limit (measured 2e-9 on a multiplier of
+78.5 of a sparsemax, where that refinement converges slowly:
+``tests/test_layers_sparsemax.py``).
 """
 
 from __future__ import annotations

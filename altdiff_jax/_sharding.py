@@ -33,7 +33,9 @@ splits its batch over XLA's intra-op thread pool and blocks on the pieces. On a 
 few cores and more than about 8 lanes per device, one pool thread can block there while
 the other waits in a collective for that device: the all-reduce of plain ``jit(vmap)``'s
 loop, or the one summing the gradients of shared leaves. XLA then aborts after 40 s
-("Termination timeout for `all reduce`"). Per-device forward solves have no collective.
+("Termination timeout for `all reduce`"). Per-device forward solves have no collective,
+but two devices' batched LAPACK calls running at once can still block both pool threads
+(``benchmarks/results/batched_lapack.md``: an ordered program on 2 CPU devices).
 """
 
 from __future__ import annotations

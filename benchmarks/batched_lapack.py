@@ -11,7 +11,9 @@ at once as the pool has threads (two on a 2-core machine) can wait for ever
 * **Reproduction**, each in a child process that is killed when it makes no progress for
   ``--stall-s`` seconds: ``--calls`` calls of one jitted function of four vmapped
   triangular solves, independent of each other or chained (each solve's right-hand side
-  adds 0 × the previous result, so it waits for it), at a batch below and above the threshold.
+  adds 0 × the previous result, so it waits for it), at a batch below and above the
+  threshold; then the chained function called from two Python threads at once, and on
+  a batch split over two CPU devices (each device runs its own copy of the program).
 * **Exposure**: the number of LAPACK calls and of pairs that no data dependency orders in
   compiled programs: altdiff_jax's vmapped solve + gradient (512 QPs with n 50 as in
   ``benchmarks/speed.py``; the structure does not depend on the batch size), two
@@ -44,14 +46,17 @@ SHARED = ad.QP(P=None, q=0, A=None, b=0, G=None, h=0)
 BATCHED = ad.QP(P=0, q=0, A=0, b=0, G=0, h=0)
 
 _CHILD = """
-import sys, time
+import sys, threading, time
 import jax, jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 jax.config.update("jax_enable_x64", True)
-batch, n, calls, chained = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "chained"
+batch, n, calls, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 keys = jax.random.split(jax.random.PRNGKey(0), 2)
 L = jnp.tril(jax.random.normal(keys[0], (batch, n, n))) + 10 * jnp.eye(n)
 b = jax.random.normal(keys[1], (batch, n))
+if mode == "devices":  # the batch split over the 2 CPU devices of XLA_FLAGS
+    sharding = jax.sharding.NamedSharding(jax.make_mesh((2,), ("lanes",)), jax.sharding.PartitionSpec("lanes"))
+    L, b = jax.device_put(L, sharding), jax.device_put(b, sharding)
 solve = jax.vmap(lambda L, b: solve_triangular(L, b, lower=True))
 
 @jax.jit
@@ -59,25 +64,46 @@ def four(L, b):
     outputs, previous = [], None
     for scale_L, scale_b in ((1, 1), (1, 2), (2, 1), (2, 2)):
         L_i, b_i = scale_L * L, scale_b * b
-        if chained and previous is not None:  # a data dependency (XLA drops optimization barriers)
+        if mode != "independent" and previous is not None:  # a data dependency (XLA drops optimization barriers)
             b_i = b_i + 0.0 * previous
         previous = solve(L_i, b_i)
         outputs.append(previous)
     return outputs
 
-start = time.perf_counter()
-for call in range(calls):
-    jax.block_until_ready(four(L, b))
-    print(call + 1, time.perf_counter() - start, flush=True)
+start, done, lock = time.perf_counter(), [0], threading.Lock()
+
+def run(count):
+    for _ in range(count):
+        jax.block_until_ready(four(L, b))
+        with lock:
+            done[0] += 1
+            print(done[0], time.perf_counter() - start, flush=True)
+
+threads = [threading.Thread(target=run, args=(calls // 2,)) for _ in range(2)] if mode == "threads" else []
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+if not threads:
+    run(calls)
 """
 
+# (label, child mode, extra environment): one program at a time on one device, then the
+# same ordered program from two Python threads and over two CPU devices.
+_SCENARIOS = {
+    "independent": ("independent", {}),
+    "chained": ("chained", {}),
+    "chained, 2 Python threads": ("threads", {}),
+    "chained, 2 CPU devices (lanes split)": ("devices", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
+}
 
-def _reproduce(batch: int, n: int, calls: int, chained: bool, stall_s: float) -> tuple[str, str]:
+
+def _reproduce(batch: int, n: int, calls: int, scenario: str, stall_s: float) -> tuple[str, str]:
     """(outcome, detail) of ``calls`` calls of four vmapped triangular solves in a child."""
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(batch), str(n), str(calls),
-                              "chained" if chained else "independent"],
+    mode, extra_env = _SCENARIOS[scenario]
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(batch), str(n), str(calls), mode],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+                             env=dict(os.environ, OPENBLAS_NUM_THREADS="1", **extra_env))
     progress: list = []  # (calls done, seconds), appended by the reader thread
     reader = threading.Thread(target=lambda: progress.extend(
         (int(line.split()[0]), float(line.split()[1])) for line in child.stdout), daemon=True)
@@ -146,9 +172,11 @@ def exposure(lines: list) -> None:
 
 def reproduction(lines: list, calls: int, stall_s: float) -> None:
     rows = []
-    for batch, n, chained in ((64, 50, False), (512, 50, False), (512, 50, True)):
-        outcome, detail = _reproduce(batch, n, calls, chained, stall_s)
-        rows.append([f"{batch} × {n} × {n}", "chained" if chained else "independent", outcome, detail])
+    for batch, n, scenario in ((64, 50, "independent"), (512, 50, "independent"), (512, 50, "chained"),
+                               (512, 50, "chained, 2 Python threads"),
+                               (512, 50, "chained, 2 CPU devices (lanes split)")):
+        outcome, detail = _reproduce(batch, n, calls, scenario, stall_s)
+        rows.append([f"{batch} × {n} × {n}", scenario, outcome, detail])
         print(rows[-1], flush=True)
     lines += [f"## Reproduction: four vmapped triangular solves in one jit, {calls} calls, "
               f"{os.cpu_count()} CPUs", ""]

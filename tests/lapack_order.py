@@ -7,13 +7,17 @@ When as many such kernels run at once as the pool has threads (two on a 2-core
 machine), every thread waits for chunks that no thread is free to run, and the program
 hangs (``benchmarks/results/batched_lapack.md``: four independent vmapped triangular
 solves of 512 × 50 × 50 in one jitted function, jaxlib 0.10.2, 2 cores). XLA runs two
-operations at once only when neither depends on the other, so a program in which every
-pair of LAPACK calls is ordered by its data dependencies cannot hang this way.
+operations of one program at once only when neither depends on the other, so a program
+in which every pair of LAPACK calls is ordered by its data dependencies cannot hang this
+way *while it runs alone*. Two runs at once can: the same ordered program called from two
+Python threads, or run on each of two CPU devices, hangs too (the same results file).
 
 :func:`concurrent_lapack_calls` reads that from the optimised HLO text
 (``jax.jit(f).lower(...).compile().as_text()``): in each computation, it finds the
 instructions that call LAPACK (directly, or inside the loops, conditionals and calls they
-run) and reports every pair with no path of operands or control edges between them.
+run) and reports every pair with no path of operands between them. Control edges are
+not counted as an order: XLA's CPU runtime orders operations by the buffers they share.
+It raises if it did not find every LAPACK call of the text or every computation called.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import re
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) \(.*\{\s*$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*)$")
 _LAPACK = re.compile(r'custom_call_target="(lapack_\w+)"')
-_CALLED = re.compile(r"(?:body|condition|to_apply|branch_computations|called_computations)=\{?(%[\w.\-]+(?:, %[\w.\-]+)*)")
+_CALLED = re.compile(r"(?:body|condition|to_apply|calls|branch_computations|called_computations|"
+                     r"true_computation|false_computation)=\{?(%[\w.\-]+(?:, %[\w.\-]+)*)")
+_CONTROL = re.compile(r"control-predecessors=\{[^}]*\}")
 _NAME = re.compile(r"%([\w.\-]+)")
 
 
@@ -57,30 +63,32 @@ def concurrent_lapack_calls(hlo: str) -> list[tuple[str, str, str]]:
         the program's LAPACK calls are totally ordered.
     """
     computations = _computations(hlo)
+    parsed = sum(bool(_LAPACK.search(text)) for instructions in computations.values() for _, text in instructions)
+    in_text = hlo.count('custom_call_target="lapack_')
+    if parsed != in_text:
+        raise ValueError(f"parsed {parsed} of the {in_text} LAPACK calls in the text")
     calls_lapack: dict[str, bool] = {}
 
     def computation_calls_lapack(name: str) -> bool:
+        if name not in computations:
+            raise ValueError(f"computation {name} is called but was not parsed")
         if name not in calls_lapack:
-            calls_lapack[name] = False  # a cycle cannot occur in HLO; this only guards recursion
-            calls_lapack[name] = any(_instruction_calls_lapack(text) for _, text in computations.get(name, []))
+            calls_lapack[name] = False  # HLO has no recursion; this only guards against a loop here
+            calls_lapack[name] = any(instruction_calls_lapack(text) for _, text in computations[name])
         return calls_lapack[name]
 
-    def _instruction_calls_lapack(text: str) -> bool:
-        if _LAPACK.search(text):
-            return True
-        if " fusion(" in text:  # fused computations are elementwise kernels, never LAPACK
-            return False
-        return any(computation_calls_lapack(called)
-                   for group in _CALLED.findall(text) for called in _NAME.findall(group))
+    def instruction_calls_lapack(text: str) -> bool:
+        return bool(_LAPACK.search(text)) or any(
+            computation_calls_lapack(called) for group in _CALLED.findall(text) for called in _NAME.findall(group))
 
     pairs = []
     for computation, instructions in computations.items():
         names = {name for name, _ in instructions}
         ancestors: dict[str, set[str]] = {}
         for name, text in instructions:  # operands come before their users
-            operands = set(_NAME.findall(text)) & names - {name}
+            operands = set(_NAME.findall(_CONTROL.sub("", text))) & names - {name}
             ancestors[name] = set(operands).union(*(ancestors.get(op, set()) for op in operands))
-        lapack = [name for name, text in instructions if _instruction_calls_lapack(text)]
+        lapack = [name for name, text in instructions if instruction_calls_lapack(text)]
         for i, first in enumerate(lapack):
             for second in lapack[i + 1:]:
                 if first not in ancestors[second] and second not in ancestors[first]:

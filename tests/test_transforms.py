@@ -189,16 +189,22 @@ def test_options_are_hashable_and_can_be_closed_over():
 
 
 def test_the_lapack_order_checker_finds_unordered_calls():
-    """Four independent vmapped triangular solves: six pairs XLA may run at once."""
+    """Four independent vmapped triangular solves: six pairs XLA may run at once; a solve
+    in a loop beside an independent one: one pair."""
     from lapack_order import concurrent_lapack_calls
 
     def four_solves(L, b):
         solve = jax.vmap(lambda L, b: jax.scipy.linalg.solve_triangular(L, b, lower=True))
         return solve(L, b), solve(L, 2 * b), solve(2 * L, b), solve(2 * L, 2 * b)
 
-    L = jnp.broadcast_to(jnp.eye(4), (3, 4, 4))
-    hlo = jax.jit(four_solves).lower(L, jnp.ones((3, 4))).compile().as_text()
-    assert len(concurrent_lapack_calls(hlo)) == 6
+    def loop_beside_a_solve(L, b):  # one solve inside a while loop, one outside it
+        solve = jax.vmap(lambda L, b: jax.scipy.linalg.solve_triangular(L, b, lower=True))
+        looped = jax.lax.fori_loop(0, 2, lambda i, x: solve(L, x), b)
+        return looped, solve(2 * L, b)
+
+    L, b = jnp.broadcast_to(jnp.eye(4), (3, 4, 4)), jnp.ones((3, 4))
+    assert len(concurrent_lapack_calls(jax.jit(four_solves).lower(L, b).compile().as_text())) == 6
+    assert len(concurrent_lapack_calls(jax.jit(loop_beside_a_solve).lower(L, b).compile().as_text())) == 1
 
 
 @pytest.mark.parametrize("in_axes,dtype,options", [
@@ -210,7 +216,7 @@ def test_the_lapack_order_checker_finds_unordered_calls():
 def test_a_vmapped_solve_and_gradient_call_lapack_one_at_a_time(in_axes, dtype, options):
     """jaxlib 0.10 can hang when two batched LAPACK kernels run at once on a 2-core machine
     (``tests/lapack_order.py``); the engine's compiled graphs order every LAPACK call, so a
-    vmapped solve with its gradient cannot hang that way."""
+    vmapped solve with its gradient, run alone, cannot hang that way."""
     from lapack_order import concurrent_lapack_calls
 
     batch, _ = _batch(in_axes)
