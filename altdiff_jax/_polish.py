@@ -13,7 +13,7 @@ The polished point is kept only if it is better than the ADMM iterate by the res
 and the duality gap (``Residuals.merit``); otherwise the solve returns the ADMM iterate,
 and ``info.polished`` says which. When the active set is right, the answer is exact to
 round-off: bounds met exactly, exact zeros for sparse layers, and multipliers as exact as
-the refinement of ``_kkt`` gets within its step limit (measured 2e-9 on a multiplier of
+the refinement of ``_kkt`` gets before it stops (measured 2e-9 on a multiplier of
 78.5 of a sparsemax, where that refinement converges slowly:
 ``tests/test_layers_sparsemax.py``).
 """
