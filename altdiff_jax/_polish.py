@@ -12,10 +12,8 @@ when it no longer changes.
 The polished point is kept only if it is better than the ADMM iterate by the residuals
 and the duality gap (``Residuals.merit``); otherwise the solve returns the ADMM iterate,
 and ``info.polished`` says which. When the active set is right, the answer is exact to
-round-off: bounds met exactly, exact zeros for sparse layers, and multipliers as exact as
-the refinement of ``_kkt`` gets before it stops (measured 2e-9 on a multiplier of
-78.5 of a sparsemax, where that refinement converges slowly:
-``tests/test_layers_sparsemax.py``).
+round-off: exact multipliers (``tests/test_layers_sparsemax.py``: stationarity 6e-15
+relative), bounds met exactly, exact zeros for sparse layers.
 """
 
 from __future__ import annotations
