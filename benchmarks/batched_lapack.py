@@ -142,11 +142,7 @@ def exposure(lines: list) -> None:
     rows = []
     for dtype in (jnp.float64, jnp.float32):
         for label, in_axes in (("every leaf batched", BATCHED), ("P, A, G shared", SHARED)):
-            leaves = {}
-            for k in harness.QP_KEYS:
-                stacked = np.stack([pr[k] for pr in problems])
-                leaves[k] = jnp.asarray(stacked[0] if getattr(in_axes, k) is None else stacked, dtype)
-            data, gd = ad.QP(**leaves), g.astype(dtype)
+            data, gd = harness.stacked_qp(problems, in_axes, dtype), g.astype(dtype)
             name = jnp.dtype(dtype).name
             ours = jax.vmap(jax.grad(_loss), in_axes=(in_axes, None, None))
             rows.append([f"altdiff_jax solve + gradient, {label}, {name}", *_pairs(ours, data, gd, ad.Options())])

@@ -78,11 +78,7 @@ def single(n: int, repeats: int):
 
 def batch(in_axes, label: str, repeats: int, size: int = 64, n: int = 50):
     problems = [harness.paper_qp(n, n // 2, n // 5, seed=s) for s in range(size)]
-    leaves = {}
-    for k in harness.QP_KEYS:
-        stacked = np.stack([pr[k] for pr in problems])
-        leaves[k] = jnp.asarray(stacked[0] if getattr(in_axes, k) is None else stacked)
-    data = ad.QP(**leaves)
+    data = harness.stacked_qp(problems, in_axes)
     solve = jax.jit(jax.vmap(ad.solve, in_axes=(in_axes, None)))
     return _row(f"vmap {size} × n {n}, {label}", *_time_choices(solve, data, repeats))
 

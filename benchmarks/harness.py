@@ -237,6 +237,18 @@ def paper_qp(n: int, ineq: int, eq: int, seed: int = 0) -> dict:
     return dict(P=P, q=q, A=A, b=A @ x0, G=G, h=G @ x0 + rng.uniform(size=ineq))
 
 
+def stacked_qp(problems: Sequence[Mapping[str, np.ndarray]], in_axes, dtype=jnp.float64):
+    """The ``altdiff_jax.QP`` of a vmapped batch: leaves whose ``in_axes`` entry is None
+    from the first problem, the others stacked along a new leading axis."""
+    import altdiff_jax as ad
+
+    leaves = {}
+    for k in QP_KEYS:
+        stacked = np.stack([pr[k] for pr in problems])
+        leaves[k] = jnp.asarray(stacked[0] if getattr(in_axes, k) is None else stacked, dtype)
+    return ad.QP(**leaves)
+
+
 def loss_vector(n: int, seed: int = 1) -> np.ndarray:
     """g ~ N(0, I) of the linear loss gᵀx*."""
     return np.random.default_rng(seed).standard_normal(n)

@@ -124,11 +124,7 @@ def batch(repeats: int, lines: list) -> None:
     rows = []
     for dtype in (jnp.float64, jnp.float32):
         for label, in_axes in (("every leaf batched", BATCHED), ("P, A, G shared", SHARED)):
-            leaves = {}
-            for k in KEYS:
-                stacked = np.stack([pr[k] for pr in problems])
-                leaves[k] = jnp.asarray(stacked[0] if getattr(in_axes, k) is None else stacked, dtype)
-            data, gd = ad.QP(**leaves), g.astype(dtype)
+            data, gd = harness.stacked_qp(problems, in_axes, dtype), g.astype(dtype)
             calls = {}
             ours = jax.jit(jax.vmap(jax.grad(_altdiff_loss), in_axes=(in_axes, None, None)))
             calls["altdiff_jax"] = lambda f=ours, d=data, gd=gd: f(d, gd, ad.Options())
