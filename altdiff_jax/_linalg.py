@@ -174,9 +174,13 @@ class DiagonalPlusRankOne(NamedTuple):
 
 def _cholesky(matrix: jax.Array) -> jax.Array:
     """The lower Cholesky factor of a matrix symmetric by construction (every matrix (*) is:
-    P enters through its symmetric part), read from its lower triangle without
-    ``jnp.linalg.cholesky``'s symmetrising pass (an n × n transpose and add per factor)."""
-    return jax.lax.linalg.cholesky(matrix, symmetrize_input=False)
+    P enters through its symmetric part), read from its lower triangle.
+
+    The factor's strict upper triangle is left as LAPACK leaves it (the input's entries):
+    every use of the factor is a triangular solve that reads the lower triangle only. This
+    skips two n × n passes of ``jax.lax.linalg.cholesky`` (the symmetrising one and the
+    zeroing of the upper triangle). A failed factorisation is all NaN, as there."""
+    return jax.lax.linalg.cholesky_p.bind(matrix)
 
 
 class Cholesky(NamedTuple):
