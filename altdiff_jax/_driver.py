@@ -95,6 +95,7 @@ def run(
     structure: Structure,
     status0: jax.Array,
     polish_attempts: Optional[int] = None,
+    reusable_factor: bool = False,
 ) -> tuple[Iterate, Optional[Iterate], Any, Info, Optional[PolishedSystem]]:
     """Iterate eqs. (5a)–(5d), and (5ga)–(5gd) if ``seeds`` is given, until the stop rule,
     then polish.
@@ -122,7 +123,8 @@ def run(
     ``polish_attempts`` caps the stops per lane (None: one per new active set; 0: polish
     only after the loop); a solved or truncated lane is polished once at the end of its
     pass. (ρ is not adapted at the check where a lane stops: a lane sent back resumes at
-    the ρ it stopped with.)
+    the ρ it stopped with.) ``reusable_factor``: a polishing round may reuse the factor of
+    the round before for a nearby active set (``_polish.placeholder_system``).
 
     Returns:
         ``(z, J, objective, info, polished_system)`` in scaled space: the final (polished)
@@ -222,7 +224,7 @@ def run(
         init, J0, objective, rho0, jnp.int32(0), status0, start.primal, start.dual, start.gap, zero,
         jnp.zeros((2,), jnp.int32),
         nothing, nothing, jnp.bool_(False), jnp.bool_(False), jnp.asarray(jnp.inf, dtype), jnp.int32(0),
-        jnp.int32(0), placeholder_system(objective, constraints, init) if structure.polish else None,
+        jnp.int32(0), placeholder_system(objective, constraints, init, reusable_factor) if structure.polish else None,
     )
 
     def running(state: LoopState) -> jax.Array:

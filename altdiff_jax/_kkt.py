@@ -20,6 +20,12 @@ the unregularised K then remove the O(δ) error, so the result is exact to round
 K is nonsingular, and a regularised least-squares answer when it is not (degenerate
 active sets), judged afterwards by its residuals.
 
+A factor can also serve a nearby active set (:class:`ReusableFactor`): the normal matrices
+of two active sets differ by g_i g_iᵀ/δ for each row that joins or leaves, so polishing's
+later rounds, which usually move a row or two, update the first round's factor by the
+Woodbury identity (``_linalg.UpdatedCholesky``) instead of assembling and factoring again;
+the refinement against the unregularised K is the same.
+
 In float32 the normal matrix of a dense problem is too ill-conditioned for Cholesky (its
 condition grows like ‖C‖²/(δ·λ_min(H)), past 1/eps for a few dozen active rows), so there
 a dense problem factors K_δ itself by LU with partial pivoting instead (condition about
@@ -37,7 +43,7 @@ import numpy as np
 
 from ._iterate import Iterate, Seeds, inf_norm
 from ._jacobian import ActiveSet, active_set
-from ._linalg import Operator, factor_system, structured
+from ._linalg import Cholesky, Operator, UpdatedCholesky, factor_system, structured
 from ._problem import Constraints
 
 REFINEMENT_STEPS = {4: 12, 8: 6}
@@ -78,6 +84,11 @@ rate alone predicts 9e-18 but the stationarity was still 3.3e-11
 (``tests/test_layers_sparsemax.py``). Float32 keeps its tuned rule."""
 
 
+REUSED_CHANGES = 3
+"""Most inequality rows (joining or leaving the active set) by which a system may differ from
+the one its :class:`ReusableFactor` was built on; a changed bound always refactors."""
+
+
 def regularization(dtype) -> float:
     """δ of the regularised system: √eps, 1.5e-8 in float64 and 3.5e-4 in float32,
     so that the normal matrix stays well within the dtype's range."""
@@ -98,6 +109,24 @@ class KKTVector(NamedTuple):
 
     def __sub__(self, other: "KKTVector") -> "KKTVector":
         return KKTVector(*(a - b for a, b in zip(self, other)))
+
+
+class ReusableFactor(NamedTuple):
+    """The Cholesky factor of the normal matrix on one active set (the base: rows ``a``,
+    bounds ``a_B``), updated for a nearby active set (see ``REUSED_CHANGES``).
+
+    Attributes:
+        factor: the base's factor with the Woodbury update for the system it serves.
+        a: ``(m,)`` 1.0 on the inequalities active in the base.
+        a_B: ``(nb,)`` 1.0 on the bounds active in the base.
+    """
+
+    factor: UpdatedCholesky
+    a: jax.Array
+    a_B: jax.Array
+
+    def solve(self, rhs: jax.Array) -> jax.Array:
+        return self.factor.solve(rhs)
 
 
 class _LU(NamedTuple):
@@ -152,7 +181,10 @@ class ReducedKKT(NamedTuple):
         return cls(H, constraints, *cls._weights(constraints, active), factor)
 
     @classmethod
-    def build(cls, H: Operator, constraints: Constraints, active: ActiveSet) -> "ReducedKKT":
+    def build(cls, H: Operator, constraints: Constraints, active: ActiveSet, reusable: bool = False
+              ) -> "ReducedKKT":
+        """Factor the system on ``active``. ``reusable`` (a dense float64 system): keep the
+        factor as a :class:`ReusableFactor`, which :meth:`nearby` can update."""
         dtype = constraints.b.dtype
         n, p = H.shape[0], constraints.b.shape[0]
         a, a_B, delta = cls._weights(constraints, active)
@@ -162,7 +194,35 @@ class ReducedKKT(NamedTuple):
         factor = factor_system(
             H, diagonal, constraints.A, jnp.full((p,), 1.0 / delta, dtype), constraints.G, a / delta
         )
+        if reusable:
+            if not isinstance(factor, Cholesky):
+                raise TypeError(f"only a dense Cholesky factor is reusable, got {type(factor).__name__}")
+            factor = ReusableFactor(UpdatedCholesky.unchanged(factor, REUSED_CHANGES), a, a_B)
         return cls(H, constraints, a, a_B, delta, factor)
+
+    @classmethod
+    def reusable(cls, constraints: Constraints, active: ActiveSet, factor: "ReusableFactor") -> jax.Array:
+        """Whether ``factor``'s base can serve the system on ``active`` (:meth:`nearby`)."""
+        a, a_B, _ = cls._weights(constraints, active)
+        return (jnp.sum(a != factor.a) <= REUSED_CHANGES) & jnp.all(a_B == factor.a_B)
+
+    @classmethod
+    def nearby(cls, H: Operator, constraints: Constraints, active: ActiveSet, factor: "ReusableFactor"
+               ) -> "ReducedKKT":
+        """The system on ``active``, solved by ``factor``'s base updated for the rows that
+        differ (a rank-one term ±g_i g_iᵀ/δ of the normal matrix each). Valid where
+        :meth:`reusable` holds."""
+        a, a_B, delta = cls._weights(constraints, active)
+        if a.shape[0] == 0:  # no inequality rows: only bounds change, and those refactor
+            return cls(H, constraints, a, a_B, delta, factor)
+        changed = a != factor.a
+        rows = jnp.nonzero(changed, size=REUSED_CHANGES, fill_value=0)[0]
+        used = jnp.arange(REUSED_CHANGES) < jnp.sum(changed)
+        selector = jax.nn.one_hot(rows, a.shape[0], dtype=a.dtype).T * used  # (m, slots)
+        joins = a[rows] > 0  # a row joining adds +g gᵀ/δ, one leaving −g gᵀ/δ
+        w_inverse = jnp.where(used, jnp.where(joins, delta, -delta), 1.0)
+        updated = UpdatedCholesky.update(factor.factor.base, constraints.G.rmv(selector), w_inverse)
+        return cls(H, constraints, a, a_B, delta, factor._replace(factor=updated))
 
     def apply(self, w: KKTVector) -> KKTVector:
         """K w (unregularised)."""
@@ -192,7 +252,12 @@ class ReducedKKT(NamedTuple):
         return KKTVector(x, eq, ineq, bound)
 
     def solve(self, r: KKTVector) -> KKTVector:
-        """K⁻¹ r by the regularised factor and iterative refinement.
+        """K⁻¹ r (see :meth:`solve_and_change`)."""
+        return self.solve_and_change(r)[0]
+
+    def solve_and_change(self, r: KKTVector) -> tuple[KKTVector, jax.Array]:
+        """K⁻¹ r by the regularised factor and iterative refinement, with the relative size
+        of the last refinement correction (round-off when the refinement converged).
 
         Refinement stops early, once each block's correction is at round-off (‖Δw_b‖∞ <=
         k eps (1 + ‖w_b‖∞), k from ``ROUND_OFF_ULPS``), or no longer shrinks (by 0.9× a step)
@@ -226,7 +291,8 @@ class ReducedKKT(NamedTuple):
         # The first test must pass: a finite "change" below an infinite "previous".
         start = (jnp.int32(0), self._solve_regularized(r), jnp.asarray(jnp.finfo(dtype).max, dtype),
                  jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype))
-        return jax.lax.while_loop(unsettled, refine, start)[1]
+        _, w, change, _, _ = jax.lax.while_loop(unsettled, refine, start)
+        return w, change
 
 
 def solution_active_set(constraints: Constraints, z: Iterate, rho, tol) -> ActiveSet:
@@ -242,9 +308,11 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
     lane needs it (a ``lax.cond`` there would factor for every lane)."""
     H = objective.hessian_operator(z.x)
 
+    reusable = polished_system is not None and isinstance(polished_system.factor, ReusableFactor)
+
     def factored(_):
         active = solution_active_set(constraints, z, rho, tol)
-        return active, ReducedKKT.build(H, constraints, active).factor, jnp.bool_(True)
+        return active, ReducedKKT.build(H, constraints, active, reusable).factor, jnp.bool_(True)
 
     if polished_system is None or not objective.quadratic:
         active, factor, _ = factored(None)

@@ -26,7 +26,7 @@ from jax import lax
 
 from ._iterate import Iterate, all_finite, inf_norm
 from ._jacobian import ActiveSet, active_margin, active_set, same_active_set
-from ._kkt import KKTVector, ReducedKKT, solution_active_set
+from ._kkt import STALL_FLOOR, KKTVector, ReducedKKT, ReusableFactor, solution_active_set
 
 _ROUNDS = {True: 3, False: 8}  # active-set rounds for a quadratic / smooth objective
 _HALVINGS = 30  # damping of a smooth objective's Newton step into its domain
@@ -45,13 +45,16 @@ class PolishedSystem(NamedTuple):
     factor: Any
 
 
-def placeholder_system(objective, constraints, z: Iterate) -> PolishedSystem:
+def placeholder_system(objective, constraints, z: Iterate, reusable: bool = False) -> PolishedSystem:
     """Zeros shaped like the :class:`PolishedSystem` of a polish from ``z`` (the initial
-    value of a loop carry)."""
+    value of a loop carry). ``reusable``: the rounds keep a :class:`_kkt.ReusableFactor`,
+    so that a later round whose active set moved by a few rows updates the factor instead
+    of factoring again (for one dense float64 QP, where a factorisation is dear; under
+    ``vmap`` the ``lax.cond`` that chooses would make every lane pay for both branches)."""
     empty = solution_active_set(constraints, z, jnp.ones((), z.x.dtype), jnp.ones((), z.x.dtype))
     empty = ActiveSet(*(jnp.zeros_like(mask) for mask in empty))
     shapes = jax.eval_shape(
-        lambda: ReducedKKT.build(objective.hessian_operator(z.x), constraints, empty).factor
+        lambda: ReducedKKT.build(objective.hessian_operator(z.x), constraints, empty, reusable).factor
     )
     return PolishedSystem(empty, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
 
@@ -85,31 +88,59 @@ def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -
     return ok
 
 
-def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet) -> tuple[jax.Array, KKTVector, Any]:
-    """One Newton step on the problem restricted to ``active``: (x + t·Δx, multipliers,
-    the factor of the reduced KKT system)."""
+def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, first) -> tuple[Any, KKTVector]:
+    """The factor of the reduced KKT system on ``active`` and its solution for the Newton
+    step from x.
+
+    A :class:`_kkt.ReusableFactor` ``previous`` (of a QP: its Hessian is constant) that is
+    not the ``first`` round's placeholder serves if its base is near ``active``
+    (``ReducedKKT.reusable``), unless the refinement with it does not reach
+    ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it cannot serve, the
+    system is factored anew."""
     A, b, G, h, lb, ub = constraints
-    dtype = x.dtype
-    system = ReducedKKT.build(objective.hessian_operator(x), constraints, active)
+    H = objective.hessian_operator(x)
     bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0)) if constraints.bounded else lb
-    rhs = KKTVector(
-        -objective.gradient(x),
-        b - A.mv(x),
-        system.a * (h - G.mv(x)),
-        system.a_B * (jnp.where(system.a_B > 0, bound_target, 0.0) - x) if constraints.bounded else lb,
-    )
-    w = system.solve(rhs)
+
+    def solved(system: ReducedKKT):
+        rhs = KKTVector(
+            -objective.gradient(x),
+            b - A.mv(x),
+            system.a * (h - G.mv(x)),
+            system.a_B * (jnp.where(system.a_B > 0, bound_target, 0.0) - x) if constraints.bounded else lb,
+        )
+        return system.factor, *system.solve_and_change(rhs)
+
+    if not (isinstance(previous, ReusableFactor) and objective.quadratic):
+        return solved(ReducedKKT.build(H, constraints, active))[:2]
+
+    def fresh():
+        return solved(ReducedKKT.build(H, constraints, active, reusable=True))
+
+    def updated():
+        factor, w, change = solved(ReducedKKT.nearby(H, constraints, active, previous))
+        floor = STALL_FLOOR[jnp.dtype(x.dtype).itemsize]
+        return jax.lax.cond(change <= floor, lambda: (factor, w, change), fresh)
+
+    reuse = ~first & ReducedKKT.reusable(constraints, active, previous)
+    return jax.lax.cond(reuse, updated, fresh)[:2]
+
+
+def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previous, first
+                 ) -> tuple[jax.Array, KKTVector, Any]:
+    """One Newton step on the problem restricted to ``active``: (x + t·Δx, multipliers,
+    the factor of the reduced KKT system; ``previous`` and ``first``: see :func:`_solved`)."""
+    factor, w = _solved(objective, constraints, x, active, previous, first)
     if objective.quadratic:
-        return x + w.x, w, system.factor
+        return x + w.x, w, factor
     # A smooth objective may be undefined beyond its domain (an entropy at x <= 0): halve
     # the step until the point is in it.
     def shorter(t):
         return t * 0.5
 
     t = lax.while_loop(
-        lambda t: ~_in_domain(objective, x + t * w.x) & (t > 0.5**_HALVINGS), shorter, jnp.ones((), dtype)
+        lambda t: ~_in_domain(objective, x + t * w.x) & (t > 0.5**_HALVINGS), shorter, jnp.ones((), x.dtype)
     )
-    return x + t * w.x, w, system.factor
+    return x + t * w.x, w, factor
 
 
 def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSystem
@@ -129,7 +160,7 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
     rounds = _ROUNDS[bool(objective.quadratic)]
 
     def body(state: _Round) -> _Round:
-        x, y, factor = _newton_step(objective, constraints, state.x, state.active)
+        x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, state.count == 0)
         nu = jnp.where(state.active.inequality, y.ineq, 0.0)
         mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0) if constraints.bounded else y.bound
         slack = h - G.mv(x)

@@ -118,12 +118,15 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     # A batch of dense problems polishes by per-lane factorisations, paid by every lane at
     # each polishing pass: a few stops per lane, then the loop runs to the end.
     attempts = None if is_structured(P, A, G) or not batched else BATCH_POLISH_ATTEMPTS[q.dtype.itemsize]
-    return run_objective(structure, objective, scaled, scaling, numerics, init, seeds, status0, (lb, ub), attempts)
+    # One dense float64 problem: a polishing round reuses a factor for a nearby active set.
+    reusable = not (batched or is_structured(P, A, G) or q.dtype == jnp.float32)
+    return run_objective(structure, objective, scaled, scaling, numerics, init, seeds, status0, (lb, ub), attempts,
+                         reusable)
 
 
 def run_objective(
     structure, objective, constraints, scaling, numerics, init, seeds, status0, bounds,
-    polish_attempts: Optional[int] = None,
+    polish_attempts: Optional[int] = None, reusable_factor: bool = False,
 ) -> _Run:
     """Run the loop for any objective on (scaled) constraints; shared by every layer.
 
@@ -132,7 +135,8 @@ def run_objective(
     carried = None if seeds is None else seeds(scaling)
     start = scaling.scale(init)
     z, J, objective, info, polished_system = run(
-        objective, constraints, scaling, start, carried, numerics, structure, status0, polish_attempts
+        objective, constraints, scaling, start, carried, numerics, structure, status0, polish_attempts,
+        reusable_factor,
     )
     user = scaling.unscale(z)
     x = user.x
