@@ -24,7 +24,7 @@ from ._iterate import Iterate, Seeds, all_finite, inf_norm, zero_jacobian
 from ._jacobian import jacobian_step
 from ._options import Numerics, Structure
 from ._jacobian import ActiveSet, same_active_set
-from ._kkt import solution_active_set
+from ._kkt import REUSED_CHANGES, solution_active_set
 from ._polish import PolishedSystem, placeholder_system, polish
 from ._problem import Constraints
 from ._scaling import Scaling
@@ -114,7 +114,8 @@ def run(
     stopped lane is frozen: JAX selects its old carry while the slower lanes run.
 
     With ``structure.polish``, a lane whose active set has settled (the same at two checks
-    in a row, and not tried yet) stops to be polished: a correct guess ends the solve
+    in a row, and not tried yet; with ``reusable_factor``, the first time also when it moved
+    by at most ``_kkt.REUSED_CHANGES`` rows) stops to be polished: a correct guess ends the solve
     exactly, often long before the residuals of ADMM would; a wrong one sends the lane
     back to the loop from its ADMM iterate. The loop is a while loop of passes, each
     running the iterations until every lane has stopped and then polishing every lane that
@@ -197,7 +198,22 @@ def run(
             # Carried Jacobians must have settled too: the polished point would end the loop.
             active = solution_active_set(constraints, z, rho, tol)
             jacobians_settled = (J is None) or (change <= tol)
-            settled = (status == RUNNING) & jacobians_settled & same_active_set(active, state.active) & (
+            steady = same_active_set(active, state.active)
+            if reusable_factor:
+                # Polishing's later rounds correct a few rows cheaply (a Woodbury update of
+                # the first round's factor), so for the first attempt a set that moved by at
+                # most that many rows since the last check counts as settled (later attempts
+                # wait for an unchanged set: a slow problem's set flickers by a few rows at
+                # every check, and each attempt costs a factorisation).
+                # At the first check the reference is the starting point's active set (a warm
+                # start's is the previous solution's).
+                first = state.iteration == 0
+                reference = ActiveSet(*(jnp.where(first, a, b) for a, b in zip(start_active, state.active)))
+                moved = jnp.sum(active.inequality != reference.inequality)
+                bounds_steady = jnp.array_equal(active.upper, reference.upper) & jnp.array_equal(
+                    active.lower, reference.lower)
+                steady = steady | (~has_tried & (moved <= REUSED_CHANGES) & bounds_steady)
+            settled = (status == RUNNING) & jacobians_settled & steady & (
                 ~has_tried | ~same_active_set(active, tried)
             )
             if polish_attempts is not None:
@@ -216,8 +232,8 @@ def run(
             best_level, since_best, state.passes, state.polished_system,
         )
 
-    nothing = solution_active_set(constraints, init, rho0, tol)
-    nothing = ActiveSet(*(jnp.zeros_like(mask) for mask in nothing))
+    start_active = solution_active_set(constraints, init, rho0, tol)
+    nothing = ActiveSet(*(jnp.zeros_like(mask) for mask in start_active))
     # A problem that never enters the loop (bad data) reports the residuals of its start.
     start = residuals(objective, constraints, init, scaling)
     state = LoopState(

@@ -78,7 +78,9 @@ class Options:
         scaling_iterations: Ruiz equilibration passes over the data (0: none). The
             structured layers (sparsemax, softmax) run on their own O(1) data instead.
         infeasibility_tol: tolerance of the infeasibility certificates.
-        polish: once the active set has settled (the same at two checks in a row), stop
+        polish: once the active set has settled (the same at two checks in a row; for
+            one dense float64 problem, the first time also when it moved by at most 3
+            rows, which the later rounds correct cheaply), stop
             the loop, solve the reduced KKT system on it exactly (regularised, iteratively
             refined) and keep that point if it meets the tolerance, else go on iterating;
             a solve that ends by its residuals is polished once and keeps the better point.
