@@ -262,9 +262,9 @@ class ReducedKKT(NamedTuple):
         Refinement stops early, once each block's correction is at round-off (‖Δw_b‖∞ <=
         k eps (1 + ‖w_b‖∞), k from ``ROUND_OFF_ULPS``), or no longer shrinks (by 0.9× a step)
         while below ``STALL_FLOOR`` (round-off noise), or, in float64, the next correction
-        predicted from the last three is at round-off (``PREDICTED_STOP``): a well-conditioned system is done
-        in one or two steps, and under ``vmap`` the batch runs only as many steps as its
-        slowest lane needs."""
+        predicted from the last three is at round-off (``PREDICTED_STOP``): a
+        well-conditioned system is done in one or two steps, and under ``vmap`` the batch
+        runs only as many steps as its slowest lane needs."""
         dtype = self.delta.dtype
         limit = REFINEMENT_STEPS[jnp.dtype(dtype).itemsize]
         eps = ROUND_OFF_ULPS[jnp.dtype(dtype).itemsize] * jnp.finfo(dtype).eps

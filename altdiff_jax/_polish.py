@@ -92,8 +92,9 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
     """The factor of the reduced KKT system on ``active`` and its solution for the Newton
     step from x.
 
-    A :class:`_kkt.ReusableFactor` ``previous`` (of a QP: its Hessian is constant) that is
-    not the ``first`` round's placeholder serves if its base is near ``active``
+    A :class:`_kkt.ReusableFactor` ``previous`` (only QPs carry one: their Hessian is
+    constant, ``_solve._forward``) that is not the ``first`` round's placeholder serves if
+    its base is near ``active``
     (``ReducedKKT.reusable``), unless the refinement with it does not reach
     ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it cannot serve, the
     system is factored anew."""
@@ -110,7 +111,7 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
         )
         return system.factor, *system.solve_and_change(rhs)
 
-    if not (isinstance(previous, ReusableFactor) and objective.quadratic):
+    if not isinstance(previous, ReusableFactor):
         return solved(ReducedKKT.build(H, constraints, active))[:2]
 
     def fresh():
