@@ -96,6 +96,7 @@ def run(
     status0: jax.Array,
     polish_attempts: Optional[int] = None,
     reusable_factor: bool = False,
+    early_first_polish: bool = False,
 ) -> tuple[Iterate, Optional[Iterate], Any, Info, Optional[PolishedSystem]]:
     """Iterate eqs. (5a)–(5d), and (5ga)–(5gd) if ``seeds`` is given, until the stop rule,
     then polish.
@@ -114,8 +115,8 @@ def run(
     stopped lane is frozen: JAX selects its old carry while the slower lanes run.
 
     With ``structure.polish``, a lane whose active set has settled (the same at two checks
-    in a row, and not tried yet; with ``reusable_factor``, the first time also when it moved
-    by at most ``_kkt.REUSED_CHANGES`` rows) stops to be polished: a correct guess ends the solve
+    in a row, and not tried yet; with ``early_first_polish``, the first time also when it
+    moved by at most ``_kkt.REUSED_CHANGES`` rows) stops to be polished: a correct guess ends the solve
     exactly, often long before the residuals of ADMM would; a wrong one sends the lane
     back to the loop from its ADMM iterate. The loop is a while loop of passes, each
     running the iterations until every lane has stopped and then polishing every lane that
@@ -199,12 +200,13 @@ def run(
             active = solution_active_set(constraints, z, rho, tol)
             jacobians_settled = (J is None) or (change <= tol)
             steady = same_active_set(active, state.active)
-            if reusable_factor:
-                # Polishing's later rounds correct a few rows cheaply (a Woodbury update of
-                # the first round's factor), so for the first attempt a set that moved by at
-                # most that many rows since the last check counts as settled (later attempts
-                # wait for an unchanged set: a slow problem's set flickers by a few rows at
-                # every check, and each attempt costs a factorisation).
+            if early_first_polish:
+                # Polishing's rounds correct a few rows (for one dense float64 problem by a
+                # cheap Woodbury update of the first round's factor), so for the first
+                # attempt a set that moved by at most that many rows since the last check
+                # counts as settled (later attempts wait for an unchanged set: a slow
+                # problem's set flickers by a few rows at every check, and each attempt
+                # costs a factorisation).
                 # At the first check the reference is the starting point's active set (a warm
                 # start's is the previous solution's).
                 first = state.iteration == 0

@@ -196,6 +196,29 @@ class Cholesky(NamedTuple):
         return cho_solve((self.L, True), rhs)
 
 
+class ExplicitInverse(NamedTuple):
+    """A dense symmetric positive definite matrix by its inverse, formed from its Cholesky
+    factor (L⁻¹ by one triangular solve, then L⁻ᵀL⁻¹): each solve is one matrix product.
+    For the x-update of a vmapped batch of small problems, where a batched triangular
+    solve runs lane by lane (about 4 ms for 512 lanes with n 50 on this machine) and a
+    batched product does not (``_objective.make_x_solver``).
+
+    Attributes:
+        inverse: ``(n, n)`` the matrix's inverse.
+    """
+
+    inverse: jax.Array
+
+    @classmethod
+    def factor(cls, matrix: jax.Array) -> "ExplicitInverse":
+        L = _cholesky(matrix)
+        L_inverse = solve_triangular(L, jnp.eye(matrix.shape[0], dtype=matrix.dtype), lower=True)
+        return cls(transpose_times(L_inverse, L_inverse))
+
+    def solve(self, rhs: jax.Array) -> jax.Array:
+        return self.inverse @ rhs
+
+
 class UpdatedCholesky(NamedTuple):
     """M + V diag(w) Vᵀ by a Cholesky factor of M and the Woodbury identity
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._linalg import Cholesky, DiagonalPlusRankOne, EigenFactor, Operator, RowVector, structured
+from ._linalg import Cholesky, DiagonalPlusRankOne, EigenFactor, ExplicitInverse, Operator, RowVector, structured
 from ._problem import Constraints
 
 EQUALITY_WEIGHT = 1.0
@@ -70,7 +70,9 @@ class CholeskySolver(NamedTuple):
     """H(ρ)⁻¹ by a Cholesky factor of H at the current ρ, recomputed when ρ changes.
 
     Attributes:
-        cholesky: the factor of H(ρ) = base + ρ C.
+        cholesky: the factor of H(ρ) = base + ρ C (a ``Cholesky``, or under ``vmap`` the
+            ``ExplicitInverse`` formed from it: a batched triangular solve runs lane by
+            lane, a batched product does not).
         base: ``(n, n)`` c(P̂ + σI).
         C: ``(n, n)`` the constraints' Gram matrix.
     """
@@ -84,14 +86,16 @@ class CholeskySolver(NamedTuple):
         return self.cholesky.solve(rhs)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "CholeskySolver":
-        # Called at termination checks only. Unbatched, the predicate is a scalar and only
-        # the branch taken runs; under vmap a batched predicate would run both, which is why
-        # "auto" picks the eigen-factor for batches.
-        return lax.cond(
-            changed,
-            lambda: self._replace(cholesky=Cholesky.factor(self.base + rho * self.C)),
-            lambda: self,
-        )
+        # Called at termination checks only. A while loop whose body runs at most once: under
+        # vmap it refactors (every lane, keeping the new factor where ρ changed) only at a
+        # check where some lane's ρ changed, where a lax.cond would become a select that
+        # refactors at every check.
+        def refactored(carry):
+            solver, _ = carry
+            factor = type(solver.cholesky).factor(solver.base + rho * solver.C)
+            return solver._replace(cholesky=factor), jnp.bool_(True)
+
+        return lax.while_loop(lambda carry: ~carry[1], refactored, (self, ~changed))[0]
 
 
 class StructuredSolver(NamedTuple):
@@ -120,7 +124,8 @@ XSolver = Union[EigenSolver, CholeskySolver, StructuredSolver]
 
 
 def make_x_solver(
-    P_hat: Operator, c: jax.Array, sigma: jax.Array, constraints: Constraints, rho: jax.Array, method: str
+    P_hat: Operator, c: jax.Array, sigma: jax.Array, constraints: Constraints, rho: jax.Array, method: str,
+    explicit_inverse: bool = False,
 ) -> XSolver:
     """The factorisation of H(ρ) = c(P̂ + σI) + ρC that the structure and ``method`` call for.
 
@@ -130,6 +135,8 @@ def make_x_solver(
         constraints: the (scaled) constraints.
         rho: the initial ρ (the Cholesky factor is computed at it).
         method: ``"cholesky"`` or ``"eigen"`` (ignored for structured data).
+        explicit_inverse: with ``"cholesky"``, keep H(ρ)⁻¹ formed from the factor
+            (``_linalg.ExplicitInverse``) instead of the factor.
     """
     n, dtype = P_hat.shape[0], c.dtype
     f = bound_diagonal(constraints, n, dtype)
@@ -143,7 +150,8 @@ def make_x_solver(
     if method == "eigen":
         return EigenSolver(EigenFactor.factor(shifted, C), c)
     base = c * shifted
-    return CholeskySolver(Cholesky.factor(base + rho * C), base, C)
+    factor = ExplicitInverse if explicit_inverse else Cholesky
+    return CholeskySolver(factor.factor(base + rho * C), base, C)
 
 
 def support(mu: jax.Array, lb: jax.Array, ub: jax.Array) -> jax.Array:

@@ -79,8 +79,8 @@ class Options:
             structured layers (sparsemax, softmax) run on their own O(1) data instead.
         infeasibility_tol: tolerance of the infeasibility certificates.
         polish: once the active set has settled (the same at two checks in a row; for
-            one dense float64 problem, the first time also when it moved by at most 3
-            rows, which the later rounds correct cheaply), stop
+            a dense problem, alone or in a batch, the first time also when it moved by
+            at most 3 rows, which the later rounds correct), stop
             the loop, solve the reduced KKT system on it exactly (regularised, iteratively
             refined) and keep that point if it meets the tolerance, else go on iterating;
             a solve that ends by its residuals is polished once and keeps the better point.
@@ -89,8 +89,11 @@ class Options:
             ``"cholesky"`` (once, and again when ρ changes: cheapest for one solve),
             ``"eigen"`` (a generalised eigen-decomposition that serves every ρ: each lane
             of a batch adapts ρ without refactoring, and a batch sharing P, A, G shares the
-            factor), or ``"auto"``: Cholesky for an unbatched solve, eigen under ``vmap``
-            (``benchmarks/results/factorization.md``). Structured layers need neither.
+            factor), or ``"auto"``: eigen for a ``vmap`` batch that shares P, A and G or
+            runs without polishing stops (float32), Cholesky otherwise (a batch keeps
+            the inverse it forms from each lane's factor: one batched product per
+            iteration; ``benchmarks/results/factorization.md``). Structured layers need
+            neither.
         differentiation: how reverse mode differentiates the solve:
             ``"altdiff"`` (the paper's method) carries the Jacobians with respect to
             the differentiated parameters in the forward loop (cost per iteration grows

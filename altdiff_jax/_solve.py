@@ -88,10 +88,15 @@ def initial_iterate(init: Optional[Solution], constraints: Constraints, n: int, 
     return Iterate(values["x"], values["s"], values["lam"], values["nu"], z_B, values["mu"])
 
 
-def _factorization(structure: Structure, batched: bool) -> str:
+def _factorization(structure: Structure, batched: bool, matrices_batched: bool, attempts: Optional[int]) -> str:
+    """``"auto"``: Cholesky, refactored when ρ changes (at a check where some lane's did,
+    under ``vmap``), except in a batch that shares P, A and G (the eigen-factor is then one
+    factorisation for every lane) or that runs without polishing stops (float32: the
+    loop runs long enough for ρ to change at many checks, and each change refactors every
+    lane). Measured in ``benchmarks/results/factorization.md``."""
     if structure.factorization != "auto":
         return structure.factorization
-    return "eigen" if batched else "cholesky"
+    return "eigen" if batched and (not matrices_batched or attempts == 0) else "cholesky"
 
 
 def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, seeds) -> _Run:
@@ -111,22 +116,22 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
         scaling = cost_scaling(P, q, b.shape[0], h.shape[0])
         P_hat, q_s, scaled = P, scaling.c * q, constraints
     batched = is_batched(data)
-    method = _factorization(structure, batched)
-    solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method)
-    objective = QuadraticObjective(P_hat, q_s, scaling.c, numerics.sigma, solver)
-    status0 = initial_status((P, q, A, b, G, h), constraints)
     # A batch of dense problems polishes by per-lane factorisations, paid by every lane at
     # each polishing pass: a few stops per lane, then the loop runs to the end.
     attempts = None if is_structured(P, A, G) or not batched else BATCH_POLISH_ATTEMPTS[q.dtype.itemsize]
+    method = _factorization(structure, batched, is_batched(P, A, G), attempts)
+    solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method, explicit_inverse=batched)
+    objective = QuadraticObjective(P_hat, q_s, scaling.c, numerics.sigma, solver)
+    status0 = initial_status((P, q, A, b, G, h), constraints)
     # One dense float64 problem: a polishing round reuses a factor for a nearby active set.
     reusable = not (batched or is_structured(P, A, G) or q.dtype == jnp.float32)
     return run_objective(structure, objective, scaled, scaling, numerics, init, seeds, status0, (lb, ub), attempts,
-                         reusable)
+                         reusable, early_first_polish=not is_structured(P, A, G))
 
 
 def run_objective(
     structure, objective, constraints, scaling, numerics, init, seeds, status0, bounds,
-    polish_attempts: Optional[int] = None, reusable_factor: bool = False,
+    polish_attempts: Optional[int] = None, reusable_factor: bool = False, early_first_polish: bool = False,
 ) -> _Run:
     """Run the loop for any objective on (scaled) constraints; shared by every layer.
 
@@ -136,7 +141,7 @@ def run_objective(
     start = scaling.scale(init)
     z, J, objective, info, polished_system = run(
         objective, constraints, scaling, start, carried, numerics, structure, status0, polish_attempts,
-        reusable_factor,
+        reusable_factor, early_first_polish,
     )
     user = scaling.unscale(z)
     x = user.x

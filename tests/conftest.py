@@ -22,8 +22,8 @@ import altdiff_jax as ad  # noqa: E402
 from reference import clarabel_solve, kkt_gradients, kkt_jacobians, random_qp  # noqa: E402
 
 TIGHT = ad.Options(tol=1e-11, max_iter=100_000)
-# A lane of a vmapped dense batch runs the eigen-factor; without polishing, solo solves with
-# these options follow exactly the same ADMM trajectory.
+# With the eigen-factor forced and no polishing, a lane of a vmapped dense batch and the same
+# problem solved alone follow exactly the same ADMM trajectory.
 LANE_LIKE = ad.Options(tol=1e-11, max_iter=100_000, polish=False, factorization="eigen")
 
 # (seed, n, p, m, singular_p): the shapes the suite compiles for.

@@ -135,3 +135,21 @@ def test_the_first_polish_of_one_dense_problem_waits_only_for_a_nearly_settled_a
         assert int(solution.info.status) == ad.Status.SOLVED and bool(solution.info.polished)
     assert int(early.info.iterations) < int(late.info.iterations)
     np.testing.assert_allclose(early.x, late.x, rtol=0, atol=1e-13)  # measured 2.2e-15
+
+
+def test_the_lanes_of_a_dense_batch_polish_first_once_their_active_sets_nearly_settled(monkeypatch):
+    """The same rule for a vmapped float64 batch (there each round factors afresh; a lane's
+    factor is small): on four paper-generator problems with n 50, every lane stops after 20
+    iterations, where waiting for an unchanged set took 20 to 40 (when written), at the same
+    points."""
+    batch = _stack([case(seed, 50, 10, 25, False)[1] for seed in (42, 44, 52, 56)])
+    solve = jax.vmap(ad.solve, in_axes=(0, None))
+    early = jax.jit(solve)(batch, ad.Options())
+    monkeypatch.setattr(_driver, "REUSED_CHANGES", 0)  # read at trace time: trace a function of its own
+    late = jax.jit(lambda batch, options: solve(batch, options))(batch, ad.Options())
+    for solution in (early, late):
+        assert np.all(np.asarray(solution.info.status) == ad.Status.SOLVED)
+        assert np.all(np.asarray(solution.info.polished))
+    assert np.all(np.asarray(early.info.iterations) <= np.asarray(late.info.iterations))
+    assert int(np.max(early.info.iterations)) < int(np.max(late.info.iterations))  # what the batch runs
+    np.testing.assert_allclose(early.x, late.x, rtol=0, atol=1e-13)  # measured 2.0e-15
