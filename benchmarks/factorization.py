@@ -13,13 +13,19 @@ The x-update solves H(ρ) x = r with H(ρ) = c(P̂ + σI) + ρC, C = ÂᵀÂ + �
   independent of c and q, so a batch sharing P, A, G shares one factor and each lane
   keeps its own ρ without refactoring.
 
-``auto`` picks ``eigen`` under ``jax.vmap`` and ``cholesky`` otherwise. This script times
-``solve`` (forward, tol 1e-6, float64, paper generator with p = n/5, m = n/2) with each
-choice side by side (best of ``--repeats`` interleaved runs, spread in %), and checks that
-both give the same x to 1e-9:
+``auto`` picks ``eigen`` for a ``jax.vmap`` batch that shares P, A and G (one
+factorisation for every lane) or that runs without polishing stops (float32, where the
+loop runs long and ρ changes at many checks), and ``cholesky`` otherwise: one problem,
+and a float64 batch with its own matrices per lane, whose loop polishing stops after a few
+checks (a refactorisation is then paid at the few checks where some lane's ρ changed,
+against one eigendecomposition per lane, about 10× a Cholesky). This script times each
+choice side by side (best of ``--repeats`` interleaved runs, spread in %) and reports how
+far apart the two choices' x are (paper generator with p = n/5, m = n/2):
 
-* one problem at each size;
-* a ``vmap`` batch of 64 problems with n 50, P, A, G shared and every leaf batched.
+* ``solve`` of one problem at each size (forward, float64, tol 1e-6);
+* issue 8's batch: ``jax.vmap`` of ``jax.grad`` of gᵀx* (solve + the gradient of every
+  leaf, default differentiation) over 512 problems with n 50, P, A, G shared and every
+  leaf batched, in float64 and float32, at the default options (as in ``speed.py``).
 
 OPENBLAS_NUM_THREADS defaults to 1: jaxlib's CPU Cholesky, eigh and triangular solves
 call OpenBLAS, whose spinning threads slow them 10–100× on shared cores.
@@ -61,26 +67,32 @@ def _row(case, timings, solutions):
             f"{best['cholesky'] / best['eigen']:.2f}", iterations, f"{difference:.1e}"]
 
 
-def _time_choices(solve, data, repeats):
-    """Interleaved timings of ``solve(data, options)`` for each factorization, and the solutions."""
+def _time_choices(timed, solve, data, repeats, tol=1e-6):
+    """Interleaved timings of ``timed(data, options)`` for each factorization, and the
+    solutions ``solve(data, options)``."""
     calls, solutions = {}, {}
     for choice in CHOICES:
-        options = ad.Options(tol=1e-6, factorization=choice)
+        options = ad.Options(tol=tol, factorization=choice)
         solutions[choice] = harness.block(solve(data, options))
-        calls[choice] = lambda options=options: solve(data, options)
+        harness.block(timed(data, options))
+        calls[choice] = lambda options=options: timed(data, options)
     return harness.interleaved(calls, repeats=repeats), solutions
 
 
 def single(n: int, repeats: int):
     qp = _qp(harness.paper_qp(n, n // 2, n // 5, seed=0))
-    return _row(f"one problem, n {n}", *_time_choices(jax.jit(ad.solve), qp, repeats))
+    solve = jax.jit(ad.solve)
+    return _row(f"one problem, n {n}, solve", *_time_choices(solve, solve, qp, repeats))
 
 
-def batch(in_axes, label: str, repeats: int, size: int = 64, n: int = 50):
+def batch(in_axes, label: str, dtype, repeats: int, size: int = 512, n: int = 50):
     problems = [harness.paper_qp(n, n // 2, n // 5, seed=s) for s in range(size)]
-    data = harness.stacked_qp(problems, in_axes)
+    data = harness.stacked_qp(problems, in_axes, dtype)
+    g = jnp.asarray(harness.loss_vector(n), dtype)
     solve = jax.jit(jax.vmap(ad.solve, in_axes=(in_axes, None)))
-    return _row(f"vmap {size} × n {n}, {label}", *_time_choices(solve, data, repeats))
+    gradient = jax.jit(jax.vmap(jax.grad(lambda qp, options: ad.solve(qp, options).x @ g), in_axes=(in_axes, None)))
+    name = f"vmap {size} × n {n}, {label}, {jnp.dtype(dtype).name}, solve + gradient"
+    return _row(name, *_time_choices(gradient, solve, data, repeats, tol=None))
 
 
 def main() -> None:
@@ -90,14 +102,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(harness.RESULTS / "factorization.md"))
     args = parser.parse_args()
     rows = [single(n, args.repeats) for n in args.sizes]
-    rows.append(batch(SHARED, "P, A, G shared", args.repeats))
-    rows.append(batch(BATCHED, "every leaf batched", args.repeats))
+    for dtype in (jnp.float64, jnp.float32):
+        rows.append(batch(SHARED, "P, A, G shared", dtype, args.repeats))
+        rows.append(batch(BATCHED, "every leaf batched", dtype, args.repeats))
     for row in rows:
         print(row, flush=True)
     header = ["case", "cholesky (ms)", "eigen (ms)", "auto (ms)", "cholesky / eigen", "iterations chol/eig",
               "max |x_chol − x_eig| / |x|"]
     body = [harness.markdown_table(header, rows), "",
-            "auto = eigen under vmap, cholesky otherwise (`altdiff_jax._solve._factorization`)."]
+            "auto = eigen for a vmapped batch that shares P, A, G or runs without polishing stops "
+            "(float32), cholesky otherwise (`altdiff_jax._solve._factorization`)."]
     harness.write_markdown(args.out, "x-update factorization: Cholesky vs generalised eigen-factor",
                            harness.hardware_line(), body)
 
