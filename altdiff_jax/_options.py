@@ -90,10 +90,10 @@ class Options:
             ``"eigen"`` (a generalised eigen-decomposition that serves every ρ: each lane
             of a batch adapts ρ without refactoring, and a batch sharing P, A, G shares the
             factor), or ``"auto"``: eigen for a ``vmap`` batch that shares P, A and G or
-            runs without polishing stops (float32), Cholesky otherwise (a batch keeps
-            the inverse it forms from each lane's factor: one batched product per
-            iteration; ``benchmarks/results/factorization.md``). Structured layers need
-            neither.
+            runs without polishing stops (float32, ``polish=False``), Cholesky otherwise
+            (a batch keeps the inverse it forms from each lane's factor: one batched
+            product per iteration; ``benchmarks/results/factorization.md``). Structured
+            layers need neither.
         differentiation: how reverse mode differentiates the solve:
             ``"altdiff"`` (the paper's method) carries the Jacobians with respect to
             the differentiated parameters in the forward loop (cost per iteration grows

@@ -91,12 +91,14 @@ def initial_iterate(init: Optional[Solution], constraints: Constraints, n: int, 
 def _factorization(structure: Structure, batched: bool, matrices_batched: bool, attempts: Optional[int]) -> str:
     """``"auto"``: Cholesky, refactored when ρ changes (at a check where some lane's did,
     under ``vmap``), except in a batch that shares P, A and G (the eigen-factor is then one
-    factorisation for every lane) or that runs without polishing stops (float32: the
-    loop runs long enough for ρ to change at many checks, and each change refactors every
-    lane). Measured in ``benchmarks/results/factorization.md``."""
+    factorisation for every lane) or that runs without polishing stops (float32, or
+    ``polish=False``: the loop runs long enough for ρ to change at many checks, and each
+    change refactors every lane). Measured in ``benchmarks/results/factorization.md``
+    (float32 rows; a float64 batch without polishing runs the same long loop)."""
     if structure.factorization != "auto":
         return structure.factorization
-    return "eigen" if batched and (not matrices_batched or attempts == 0) else "cholesky"
+    without_stops = attempts == 0 or not structure.polish
+    return "eigen" if batched and (not matrices_batched or without_stops) else "cholesky"
 
 
 def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, seeds) -> _Run:
