@@ -86,7 +86,9 @@ rate alone predicts 9e-18 but the stationarity was still 3.3e-11
 
 REUSED_CHANGES = 3
 """Most inequality rows (joining or leaving the active set) by which a system may differ from
-the one its :class:`ReusableFactor` was built on; a changed bound always refactors."""
+the one its :class:`ReusableFactor` was built on; a changed bound always refactors. The
+driver also lets a dense problem's first polish start once its active set moved by at most
+this many rows (``_driver.run``), since polishing's later rounds correct them."""
 
 
 def regularization(dtype) -> float:

@@ -200,8 +200,9 @@ class ExplicitInverse(NamedTuple):
     """A dense symmetric positive definite matrix by its inverse, formed from its Cholesky
     factor (L⁻¹ by one triangular solve, then L⁻ᵀL⁻¹): each solve is one matrix product.
     For the x-update of a vmapped batch of small problems, where a batched triangular
-    solve runs lane by lane (about 4 ms for 512 lanes with n 50 on this machine) and a
-    batched product does not (``_objective.make_x_solver``).
+    solve runs lane by lane (1–3 ms per call for 512 lanes with n 50 on this machine,
+    ``benchmarks/results/profile.md``) and a batched product does not
+    (``_objective.make_x_solver``).
 
     Attributes:
         inverse: ``(n, n)`` the matrix's inverse.

@@ -70,20 +70,20 @@ class CholeskySolver(NamedTuple):
     """H(ρ)⁻¹ by a Cholesky factor of H at the current ρ, recomputed when ρ changes.
 
     Attributes:
-        cholesky: the factor of H(ρ) = base + ρ C (a ``Cholesky``, or under ``vmap`` the
+        factor: the factor of H(ρ) = base + ρ C (a ``Cholesky``, or under ``vmap`` the
             ``ExplicitInverse`` formed from it: a batched triangular solve runs lane by
             lane, a batched product does not).
         base: ``(n, n)`` c(P̂ + σI).
         C: ``(n, n)`` the constraints' Gram matrix.
     """
 
-    cholesky: Cholesky
+    factor: Union[Cholesky, ExplicitInverse]
     base: jax.Array
     C: jax.Array
 
     def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
         del rho  # the factor is kept at the current ρ by at_rho
-        return self.cholesky.solve(rhs)
+        return self.factor.solve(rhs)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "CholeskySolver":
         # Called at termination checks only. A while loop whose body runs at most once: under
@@ -92,8 +92,8 @@ class CholeskySolver(NamedTuple):
         # refactors at every check.
         def refactored(carry):
             solver, _ = carry
-            factor = type(solver.cholesky).factor(solver.base + rho * solver.C)
-            return solver._replace(cholesky=factor), jnp.bool_(True)
+            factor = type(solver.factor).factor(solver.base + rho * solver.C)
+            return solver._replace(factor=factor), jnp.bool_(True)
 
         return lax.while_loop(lambda carry: ~carry[1], refactored, (self, ~changed))[0]
 

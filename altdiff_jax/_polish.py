@@ -94,10 +94,9 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
 
     A :class:`_kkt.ReusableFactor` ``previous`` (only QPs carry one: their Hessian is
     constant, ``_solve._forward``) that is not the ``first`` round's placeholder serves if
-    its base is near ``active``
-    (``ReducedKKT.reusable``), unless the refinement with it does not reach
-    ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it cannot serve, the
-    system is factored anew."""
+    its base is near ``active`` (``ReducedKKT.reusable``), unless the refinement with it
+    does not reach ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it
+    cannot serve, the system is factored anew."""
     A, b, G, h, lb, ub = constraints
     H = objective.hessian_operator(x)
     bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0)) if constraints.bounded else lb

@@ -118,17 +118,18 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
         scaling = cost_scaling(P, q, b.shape[0], h.shape[0])
         P_hat, q_s, scaled = P, scaling.c * q, constraints
     batched = is_batched(data)
+    structured = is_structured(P, A, G)
     # A batch of dense problems polishes by per-lane factorisations, paid by every lane at
     # each polishing pass: a few stops per lane, then the loop runs to the end.
-    attempts = None if is_structured(P, A, G) or not batched else BATCH_POLISH_ATTEMPTS[q.dtype.itemsize]
+    attempts = None if structured or not batched else BATCH_POLISH_ATTEMPTS[q.dtype.itemsize]
     method = _factorization(structure, batched, is_batched(P, A, G), attempts)
     solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method, explicit_inverse=batched)
     objective = QuadraticObjective(P_hat, q_s, scaling.c, numerics.sigma, solver)
     status0 = initial_status((P, q, A, b, G, h), constraints)
     # One dense float64 problem: a polishing round reuses a factor for a nearby active set.
-    reusable = not (batched or is_structured(P, A, G) or q.dtype == jnp.float32)
+    reusable = not (batched or structured or q.dtype == jnp.float32)
     return run_objective(structure, objective, scaled, scaling, numerics, init, seeds, status0, (lb, ub), attempts,
-                         reusable, early_first_polish=not is_structured(P, A, G))
+                         reusable, early_first_polish=not structured)
 
 
 def run_objective(

@@ -193,7 +193,8 @@ def test_a_polishing_round_near_the_last_updates_its_factor():
     bars = _polished_vjp(objective, constraints, updated, cotangent, system)
     fresh_bars = _polished_vjp(objective, constraints, fresh, cotangent, fresh_system)
     for got, want in zip(bars, fresh_bars):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-13 * max(1.0, float(np.abs(want).max(initial=0))))  # 4.2e-16
+        scale = max(1.0, float(np.abs(want).max(initial=0)))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-13 * scale)  # measured 4.2e-16
     grads = data_gradients(updated.x, updated.lam, updated.nu, bars.grad, bars.b, bars.h)
     expected = reference.kkt_gradients(**data, x=x, lam=lam, nu=nu, g=g)
     for leaf in "PqAbGh":
