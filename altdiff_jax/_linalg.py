@@ -33,6 +33,7 @@ from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.layout import Layout, with_layout_constraint
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 
@@ -172,15 +173,31 @@ class DiagonalPlusRankOne(NamedTuple):
         return y - _columns(u, rhs) * (coefficient * (self.v @ y))
 
 
+def column_major(matrix: jax.Array) -> jax.Array:
+    """``matrix`` (``(..., n, n)``) stored column-major, as LAPACK reads and writes it.
+
+    XLA picks the layout of a loop's state itself, and converts by an n × n transposing
+    copy wherever a LAPACK call (Cholesky, triangular solve) meets a row-major array: for
+    a factor carried by the solver's loop, once per termination check (18 MB at n 1500;
+    Tiny's gradient ran 8-13% faster without, ``benchmarks/results/profile.md``). A factor
+    pinned column-major crosses the loops as LAPACK left it."""
+    batch = tuple(range(matrix.ndim - 2))
+    return with_layout_constraint(matrix, Layout(major_to_minor=(*batch, matrix.ndim - 1, matrix.ndim - 2)))
+
+
 def _cholesky(matrix: jax.Array) -> jax.Array:
     """The lower Cholesky factor of a matrix symmetric by construction (every matrix (*) is:
-    P enters through its symmetric part), read from its lower triangle.
+    P enters through its symmetric part), stored column-major (``column_major``).
+
+    LAPACK is handed ``matrix.T`` (it reads that one's lower triangle, ``matrix``'s upper
+    one): the column-major storage of ``matrix.T`` is the row-major storage of ``matrix``,
+    so XLA forms it in a streaming pass where ``matrix`` itself needs a transposing one.
 
     The factor's strict upper triangle is left as LAPACK leaves it (the input's entries):
     every use of the factor is a triangular solve that reads the lower triangle only. This
     skips two n × n passes of ``jax.lax.linalg.cholesky`` (the symmetrising one and the
     zeroing of the upper triangle). A failed factorisation is all NaN, as there."""
-    return jax.lax.linalg.cholesky_p.bind(matrix)
+    return column_major(jax.lax.linalg.cholesky_p.bind(matrix.T))
 
 
 class Cholesky(NamedTuple):

@@ -13,7 +13,7 @@ from altdiff_jax._iterate import Iterate  # noqa: E402
 from altdiff_jax._jacobian import ActiveSet  # noqa: E402
 from altdiff_jax import _kkt  # noqa: E402
 from altdiff_jax._kkt import KKTVector, ReducedKKT, kkt_vjp  # noqa: E402
-from altdiff_jax._linalg import Dense, Diagonal, RowVector  # noqa: E402
+from altdiff_jax._linalg import Cholesky, Dense, Diagonal, RowVector  # noqa: E402
 from altdiff_jax._objective import QuadraticObjective  # noqa: E402
 from altdiff_jax._polish import placeholder_system, polish  # noqa: E402
 from altdiff_jax._problem import Constraints, data_gradients  # noqa: E402
@@ -210,3 +210,21 @@ def test_a_woodbury_update_that_does_not_refine_to_round_off_is_replaced(monkeyp
     candidate, finite, system = jax.jit(lambda *args: _polish(*args, True))(objective, constraints, z)
     assert bool(finite) and _used_slots(system) == 0
     np.testing.assert_allclose(candidate.x, x, rtol=0, atol=1e-9)  # measured 1.3e-11
+
+
+def test_a_cholesky_factor_is_kept_column_major_as_lapack_reads_it():
+    """``_linalg.Cholesky`` leaves its factorisation column-major, the layout of LAPACK's
+    triangular solves: a loop that carries the factor hands it to them without an n × n
+    transposing copy (XLA otherwise keeps loop state row-major and converts at every
+    termination check). Checked on the compiled layout, for one matrix and under vmap,
+    with the solves still exact."""
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((3, 6, 6))
+    H = M @ np.swapaxes(M, 1, 2) + 6 * np.eye(6)
+    rhs = rng.standard_normal((3, 6))
+    factor = lambda H: Cholesky.factor(H).L  # noqa: E731
+    assert jax.jit(factor).lower(H[0]).compile().output_formats.layout.major_to_minor == (1, 0)
+    assert jax.jit(jax.vmap(factor)).lower(H).compile().output_formats.layout.major_to_minor == (0, 2, 1)
+    solve = jax.jit(jax.vmap(lambda H, r: Cholesky.factor(H).solve(r)))
+    expected = np.linalg.solve(H, rhs[..., None])[..., 0]
+    np.testing.assert_allclose(solve(H, rhs), expected, rtol=0, atol=1e-14)  # measured 5.6e-17
