@@ -179,8 +179,9 @@ def column_major(matrix: jax.Array) -> jax.Array:
     XLA picks the layout of a loop's state itself, and converts by an n × n transposing
     copy wherever a LAPACK call (Cholesky, triangular solve) meets a row-major array: for
     a factor carried by the solver's loop, once per termination check (18 MB at n 1500;
-    Tiny's gradient ran 8-13% faster without, ``benchmarks/results/profile.md``). A factor
-    pinned column-major crosses the loops as LAPACK left it."""
+    Tiny's solve + gradient spent 116 ms in copies before, 36 ms since,
+    ``benchmarks/results/profile.md``). A factor pinned column-major crosses the loops as
+    LAPACK left it."""
     batch = tuple(range(matrix.ndim - 2))
     return with_layout_constraint(matrix, Layout(major_to_minor=(*batch, matrix.ndim - 1, matrix.ndim - 2)))
 
