@@ -33,8 +33,12 @@ from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
-from jax.experimental.layout import Layout, with_layout_constraint
 from jax.scipy.linalg import cho_solve, solve_triangular
+
+try:  # a layout hint (column_major) that older JAX releases may lack
+    from jax.experimental.layout import Layout, with_layout_constraint
+except ImportError:  # pragma: no cover - older JAX: XLA picks the layouts, as before
+    Layout = with_layout_constraint = None
 
 
 def transpose_times(matrix: jax.Array, y: jax.Array) -> jax.Array:
@@ -179,9 +183,12 @@ def column_major(matrix: jax.Array) -> jax.Array:
     XLA picks the layout of a loop's state itself, and converts by an n × n transposing
     copy wherever a LAPACK call (Cholesky, triangular solve) meets a row-major array: for
     a factor carried by the solver's loop, once per termination check (18 MB at n 1500;
-    Tiny's solve + gradient spent 116 ms in copies before, 36 ms since,
-    ``benchmarks/results/profile.md``). A factor pinned column-major crosses the loops as
-    LAPACK left it."""
+    Tiny's solve + gradient spends 36 ms in copies, ``benchmarks/results/profile.md``,
+    where it spent 116 ms at commit 347337a). A factor pinned column-major crosses the
+    loops as LAPACK left it. A JAX without ``with_layout_constraint`` gets ``matrix``
+    unchanged: the same values, with XLA's copies."""
+    if with_layout_constraint is None:
+        return matrix
     batch = tuple(range(matrix.ndim - 2))
     return with_layout_constraint(matrix, Layout(major_to_minor=(*batch, matrix.ndim - 1, matrix.ndim - 2)))
 
