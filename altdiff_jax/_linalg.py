@@ -29,7 +29,7 @@ generalised eigen-decomposition that serves every ρ without refactoring
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -208,17 +208,106 @@ def _cholesky(matrix: jax.Array) -> jax.Array:
     return column_major(jax.lax.linalg.cholesky_p.bind(matrix.T))
 
 
-class Cholesky(NamedTuple):
-    """A dense symmetric positive definite matrix by its lower Cholesky factor."""
+SOLVE_BLOCK = 256
+"""Columns per block of a :class:`Cholesky` factor kept by blocks, at least (see
+``MAX_SOLVE_BLOCKS``)."""
 
-    L: jax.Array
+MAX_SOLVE_BLOCKS = 8
+"""Most blocks of a factor: each block adds operations to every solve's graph, and so
+compile time (the Tiny QP's solve + gradient, n 1500, compiled in 9 s with the factor
+whole, 13 s in blocks of 256, 19 s in blocks of 128; run time within noise of each other)."""
+
+BLOCKED_SOLVE_FROM = 384
+"""Order from which :class:`Cholesky` factors and solves by blocks (below it, LAPACK's
+Cholesky and triangular solves of the whole matrix, as fast)."""
+
+
+def _times(matrix: jax.Array, rhs: jax.Array, transpose: bool) -> jax.Array:
+    return transpose_times(matrix, rhs) if transpose else matrix @ rhs
+
+
+def _block_edges(n: int) -> list[tuple[int, int]]:
+    width = max(SOLVE_BLOCK, -(-n // MAX_SOLVE_BLOCKS))
+    edges = list(range(0, n, width)) + [n]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+class Cholesky(NamedTuple):
+    """A dense symmetric positive definite matrix by its lower Cholesky factor.
+
+    From order ``BLOCKED_SOLVE_FROM`` the factor is computed and kept by column blocks
+    (``_block_edges``; ``diagonal``: the triangular blocks L_kk, ``panels``: the blocks
+    below them). Factoring is left-looking: one matrix product per block brings its
+    column up to date, then a small Cholesky gives L_kk and a triangular solve the panel.
+    A solve runs block by block: a small triangular solve with L_kk, then one
+    matrix–vector product with the panel for all the rows below it (forward; the
+    transposed products backward). The arithmetic is that of LAPACK's blocked
+    algorithms, but almost all of it is in the products, which XLA runs on both cores,
+    where LAPACK's Cholesky and triangular solves run on one thread
+    (``OPENBLAS_NUM_THREADS``, ``benchmarks/speed.py``): a factorisation and 36 solves
+    at n 1500 take about 0.6× the time of the whole-matrix calls, with the same error
+    (``benchmarks/results/blocked_cholesky.md``).
+
+    Attributes:
+        L: ``(n, n)`` the factor (lower triangle; the strict upper one is not read), or
+            None when it is kept by blocks.
+        diagonal: the ``(w_k, w_k)`` blocks L_kk (empty when ``L`` is kept whole).
+        panels: the ``(n − e_k, w_k)`` blocks below them.
+    """
+
+    L: Optional[jax.Array]
+    diagonal: tuple = ()
+    panels: tuple = ()
 
     @classmethod
     def factor(cls, matrix: jax.Array) -> "Cholesky":
-        return cls(_cholesky(matrix))
+        n = matrix.shape[-1]
+        if n < BLOCKED_SOLVE_FROM:
+            return cls(_cholesky(matrix))
+        # Left-looking by column blocks: block column k of the factor is
+        #   [L_kk; panel_k] = [M_kk; M_below,k] − L[s_k:, :s_k] L[s_k:e_k, :s_k]ᵀ, factored as
+        #   L_kk = chol(its top block), panel_k = (its rows below) L_kk⁻ᵀ,
+        # so almost every flop is in one matrix product per block (XLA's, multithreaded)
+        # where LAPACK's Cholesky of the whole matrix runs on one thread.
+        edges = _block_edges(n)
+        diagonal, panels = [], []
+        for k, (s, e) in enumerate(edges):
+            column = matrix[s:e, s:].T  # = matrix[s:, s:e] (symmetric): a row slab, contiguous
+            if k:
+                left = jnp.concatenate([panels[j][s - edges[j][1]:] for j in range(k)], axis=1)
+                column = column - left @ left[: e - s].T
+            block = jax.lax.linalg.cholesky_p.bind(column[: e - s].T)  # see _cholesky
+            diagonal.append(block)
+            if e < n:
+                panels.append(jax.lax.linalg.triangular_solve(
+                    block, column[e - s:], left_side=False, lower=True, transpose_a=True))
+        return cls(None, tuple(map(column_major, diagonal)), tuple(map(column_major, panels)))
+
+    @property
+    def order(self) -> int:
+        return self.L.shape[-1] if self.L is not None else sum(block.shape[-1] for block in self.diagonal)
+
+    @property
+    def dtype(self):
+        return (self.L if self.L is not None else self.diagonal[0]).dtype
 
     def solve(self, rhs: jax.Array) -> jax.Array:
-        return cho_solve((self.L, True), rhs)
+        if self.L is not None:
+            return cho_solve((self.L, True), rhs)
+        # L y = rhs, block by block: y_k = L_kk⁻¹ r_k, then the rows below lose panel_k y_k.
+        rest, y = rhs, []
+        for k, block in enumerate(self.diagonal):
+            w = block.shape[-1]
+            y.append(solve_triangular(block, rest[:w], lower=True))
+            if k < len(self.panels):
+                rest = rest[w:] - _times(self.panels[k], y[-1], False)
+        # Lᵀ x = y, from the last block up: x_k = L_kk⁻ᵀ (y_k − panel_kᵀ x_below).
+        x = [solve_triangular(self.diagonal[-1], y[-1], lower=True, trans=1)]
+        for k in reversed(range(len(self.panels))):
+            below = x[0] if len(x) == 1 else jnp.concatenate(x, axis=0)
+            x.insert(0, solve_triangular(
+                self.diagonal[k], y[k] - _times(self.panels[k], below, True), lower=True, trans=1))
+        return jnp.concatenate(x, axis=0)
 
 
 class ExplicitInverse(NamedTuple):
@@ -269,7 +358,7 @@ class UpdatedCholesky(NamedTuple):
     @classmethod
     def unchanged(cls, base: Cholesky, slots: int) -> "UpdatedCholesky":
         """M itself, with ``slots`` free slots."""
-        n, dtype = base.L.shape[0], base.L.dtype
+        n, dtype = base.order, base.dtype
         zeros = jnp.zeros((n, slots), dtype)
         return cls(base, zeros, zeros, jnp.eye(slots, dtype=dtype))
 

@@ -1,0 +1,116 @@
+"""A dense Cholesky factor by blocks against LAPACK's whole-matrix one: the measurement behind
+``altdiff_jax._linalg.Cholesky``'s ``BLOCKED_SOLVE_FROM`` and ``SOLVE_BLOCK``.
+
+Run ``python benchmarks/blocked_cholesky.py [--sizes 300 384 512 1000 1500] [--repeats 9]``;
+writes ``benchmarks/results/blocked_cholesky.md``.
+
+Each case is what the x-update of one problem does between two changes of ρ: factor a
+symmetric positive definite n × n matrix once, then solve with it 36 times in a
+``lax.fori_loop`` (Tiny's 40 ADMM iterations run 36 solves with their factors), all in one
+jitted function, float64. Two designs, timed side by side (best of ``--repeats``
+interleaved runs):
+
+* ``whole``: LAPACK's Cholesky of the whole matrix (``_linalg._cholesky``) and, per solve,
+  LAPACK's two triangular solves with the whole factor (one thread each; see
+  ``OPENBLAS_NUM_THREADS`` in ``benchmarks/speed.py``);
+* ``blocks``: ``_linalg.Cholesky.factor`` (left-looking by column blocks: one matrix
+  product per block, then a small Cholesky and a triangular solve for the block's panel)
+  and its blocked solves (a small triangular solve per block, the rest matrix–vector
+  products); XLA runs the products on both cores.
+
+Also reported: both designs' solution error against NumPy's ``solve`` on a matrix with a
+chosen condition number, relative to ‖x‖∞.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in speed.py: before jaxlib loads OpenBLAS
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+if __package__:
+    from . import harness
+else:
+    import harness
+
+from altdiff_jax import _linalg  # noqa: E402
+
+SOLVES = 36
+
+
+def _matrix(n: int, condition: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    M = (Q * np.logspace(0, -np.log10(condition), n)) @ Q.T
+    return 0.5 * (M + M.T)
+
+
+def _factor_and_solves(factor):
+    def run(M, r):
+        F = factor(M)
+        return jax.lax.fori_loop(0, SOLVES, lambda i, x: F.solve(x + r) * 1e-3, r)
+
+    return jax.jit(run)
+
+
+def _blocks(M):
+    """``Cholesky.factor`` by blocks, below ``BLOCKED_SOLVE_FROM`` too (to show the threshold)."""
+    threshold = _linalg.BLOCKED_SOLVE_FROM
+    _linalg.BLOCKED_SOLVE_FROM = 0
+    try:
+        return _linalg.Cholesky.factor(M)
+    finally:
+        _linalg.BLOCKED_SOLVE_FROM = threshold
+
+
+DESIGNS = {"whole": lambda M: _linalg.Cholesky(_linalg._cholesky(M)), "blocks": _blocks}
+
+
+def case(n: int, repeats: int) -> list:
+    M = jnp.asarray(_matrix(n, 1e4))
+    r = jnp.asarray(np.random.default_rng(1).standard_normal(n))
+    compiled = {name: _factor_and_solves(factor).lower(M, r).compile() for name, factor in DESIGNS.items()}
+    timings = harness.interleaved({name: (lambda f=f: f(M, r)) for name, f in compiled.items()},
+                                  repeats=repeats, warmup=True)
+    blocks = len(_linalg._block_edges(n))
+    errors = []
+    for condition in (1e2, 1e8, 1e12):
+        A = _matrix(n, condition)
+        x_ref = np.linalg.solve(A, np.asarray(r))
+        for factor in DESIGNS.values():
+            x = jax.jit(lambda A, r, factor=factor: factor(A).solve(r))(jnp.asarray(A), r)
+            errors.append(float(np.max(np.abs(np.asarray(x) - x_ref)) / np.max(np.abs(x_ref))))
+    whole, blocked = timings["whole"], timings["blocks"]
+    return [n, blocks, f"{1e3 * whole.best:.2f}", f"{1e3 * blocked.best:.2f}", f"{blocked.best / whole.best:.2f}",
+            f"{100 * max(whole.spread, blocked.spread):.0f}%",
+            *[f"{errors[i]:.1e} / {errors[i + 1]:.1e}" for i in range(0, len(errors), 2)]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[300, 384, 512, 1000, 1500])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--out", default=str(harness.RESULTS / "blocked_cholesky.md"))
+    args = parser.parse_args()
+    jax.config.update("jax_enable_x64", True)
+    rows = []
+    for n in args.sizes:
+        rows.append(case(n, args.repeats))
+        print(rows[-1], flush=True)
+    header = ["n", "blocks", f"whole: factor + {SOLVES} solves (ms)", "blocks (ms)", "blocks / whole", "spread",
+              "error, cond 1e2 (whole / blocks)", "cond 1e8", "cond 1e12"]
+    body = [harness.markdown_table(header, rows), "",
+            f"`altdiff_jax._linalg`: blocks from n {_linalg.BLOCKED_SOLVE_FROM}, of at least "
+            f"{_linalg.SOLVE_BLOCK} columns and at most {_linalg.MAX_SOLVE_BLOCKS} blocks; this table runs the "
+            "blocks below that order too. Errors: max |x − x_NumPy| / max |x_NumPy|."]
+    harness.write_markdown(args.out, "Cholesky by blocks against LAPACK's whole-matrix Cholesky",
+                           harness.hardware_line(), body)
+
+
+if __name__ == "__main__":
+    main()
