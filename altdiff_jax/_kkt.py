@@ -34,7 +34,7 @@ a dense problem factors K_δ itself by LU with partial pivoting instead (conditi
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,8 @@ import numpy as np
 
 from ._iterate import Iterate, Seeds, inf_norm
 from ._jacobian import ActiveSet, active_set
-from ._linalg import Cholesky, Operator, UpdatedCholesky, factor_system, structured
+from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, UpdatedCholesky, factor_system, structured,
+                      transpose_times)
 from ._problem import Constraints
 
 REFINEMENT_STEPS = {4: 12, 8: 6}
@@ -89,6 +90,39 @@ REUSED_CHANGES = 3
 the one its :class:`ReusableFactor` was built on; a changed bound always refactors. The
 driver also lets a dense problem's first polish start once its active set moved by at most
 this many rows (``_driver.run``), since polishing's later rounds correct them."""
+
+
+GATHERED_GRAM_FROM = BLOCKED_SOLVE_FROM
+"""Order from which a dense normal matrix is built from the x-update's Gram matrix C
+(:func:`_gathered_normal_matrix`) instead of the products with all of A's and G's rows."""
+
+
+def _gathered_normal_matrix(H: Operator, diagonal: jax.Array, constraints: Constraints, a: jax.Array,
+                            delta: jax.Array, C: jax.Array) -> jax.Array:
+    """H + diag(diagonal) + (AᵀA + G_aᵀG_a)/δ, the normal matrix, from C = AᵀA + GᵀG + diag(f).
+
+    The products with all the rows of A and G cost 2(p + m)n² flops. With C at hand,
+    AᵀA + G_aᵀG_a is C − diag(f) − G_iᵀG_i (i: the inactive rows) or AᵀA + G_aᵀG_a, and
+    one of the two row sets has at most ⌈m/2⌉ rows: gathered into a block of that many
+    rows (zeros past the set's size), its product costs m·n² flops. (Under ``vmap`` the
+    ``lax.cond`` that picks runs both: (p + m)n², as without C.)"""
+    G = constraints.G.dense()
+    half = -(-a.shape[0] // 2)
+
+    def gram_of(rows_mask):
+        rows = jnp.nonzero(rows_mask, size=half, fill_value=0)[0]
+        used = jnp.arange(half) < jnp.sum(rows_mask)
+        block = jnp.where(used[:, None], G[rows], 0.0)
+        return transpose_times(block, block)
+
+    active = a > 0
+    f = constraints.bound_rows() if constraints.bounded else jnp.zeros_like(diagonal)
+    gram = jax.lax.cond(  # AᵀA + G_aᵀG_a + diag(f), by whichever row set is smaller
+        jnp.sum(~active) <= half,
+        lambda: C - gram_of(~active),
+        lambda: constraints.A.weighted_gram(jnp.ones_like(constraints.b)) + gram_of(active) + jnp.diag(f),
+    )
+    return H.dense() + jnp.diag(diagonal - f / delta) + gram / delta
 
 
 def regularization(dtype) -> float:
@@ -183,19 +217,27 @@ class ReducedKKT(NamedTuple):
         return cls(H, constraints, *cls._weights(constraints, active), factor)
 
     @classmethod
-    def build(cls, H: Operator, constraints: Constraints, active: ActiveSet, reusable: bool = False
-              ) -> "ReducedKKT":
+    def build(cls, H: Operator, constraints: Constraints, active: ActiveSet, reusable: bool = False,
+              constraint_gram: Optional[jax.Array] = None) -> "ReducedKKT":
         """Factor the system on ``active``. ``reusable`` (a dense float64 system): keep the
-        factor as a :class:`ReusableFactor`, which :meth:`nearby` can update."""
+        factor as a :class:`ReusableFactor`, which :meth:`nearby` can update.
+        ``constraint_gram``: the x-update's C = AᵀA + GᵀG + diag(f), if known; from order
+        ``GATHERED_GRAM_FROM`` a dense normal matrix is then built from it
+        (:func:`_gathered_normal_matrix`)."""
         dtype = constraints.b.dtype
         n, p = H.shape[0], constraints.b.shape[0]
         a, a_B, delta = cls._weights(constraints, active)
         if dtype == jnp.float32 and not structured(H, constraints.A, constraints.G):
             return cls(H, constraints, a, a_B, delta, _regularized_lu(H, constraints, a, a_B, delta))
         diagonal = delta + (a_B / delta if constraints.bounded else jnp.zeros((n,), dtype))
-        factor = factor_system(
-            H, diagonal, constraints.A, jnp.full((p,), 1.0 / delta, dtype), constraints.G, a / delta
-        )
+        gathered = (constraint_gram is not None and n >= GATHERED_GRAM_FROM and a.shape[0] > 0
+                    and isinstance(H, Dense) and isinstance(constraints.G, Dense))
+        if gathered:
+            factor = Cholesky.factor(_gathered_normal_matrix(H, diagonal, constraints, a, delta, constraint_gram))
+        else:
+            factor = factor_system(
+                H, diagonal, constraints.A, jnp.full((p,), 1.0 / delta, dtype), constraints.G, a / delta
+            )
         if reusable:
             if not isinstance(factor, Cholesky):
                 raise TypeError(f"only a dense Cholesky factor is reusable, got {type(factor).__name__}")

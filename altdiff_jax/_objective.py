@@ -15,7 +15,9 @@ The loop driver is generic over the objective. An objective supplies
 * ``jacobian_x_update(x, J_x, dgrad, R, rho)``: H⁻¹(σJ_x − dgrad − R), eq. (5ga) with the
   proximal term, where H = ∇²f(x) + σI + ρC and ``dgrad`` is ∂_θ∇f;
 * ``at_rho(rho, changed)``: the objective ready for a new ρ (a Cholesky factor is
-  recomputed there; other factors serve every ρ).
+  recomputed there; other factors serve every ρ);
+* ``constraint_gram()``: C when the x-update keeps it (a Cholesky factor), else None:
+  polishing builds its normal matrix from it (``_kkt.ReducedKKT.build``).
 
 The proximal term σ/2‖x − xᵏ‖² (OSQP's) makes H positive definite for every PSD P and
 every A, G: singular P, LPs, rank-deficient and duplicated constraints run like any other
@@ -25,7 +27,7 @@ of the Jacobian recursion (the differentiated KKT system, math note §4) do not 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -193,6 +195,12 @@ class QuadraticObjective(NamedTuple):
     def hessian_vector(self, x: jax.Array, v: jax.Array) -> jax.Array:
         del x
         return self.c * self.P_hat.mv(v)
+
+    def constraint_gram(self) -> Optional[jax.Array]:
+        """``(n, n)`` C = AᵀA + GᵀG + diag(f) of the x-update, when a Cholesky solver keeps it
+        (and w = 1, so that C holds the constraints' Gram matrix as polishing weighs it)."""
+        keeps = isinstance(self.solver, CholeskySolver) and EQUALITY_WEIGHT == 1.0
+        return self.solver.C if keeps else None
 
     def recession_slope(self, d_x: jax.Array) -> jax.Array:
         """qᵀd: negative along a direction of unbounded descent."""

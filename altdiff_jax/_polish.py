@@ -110,11 +110,12 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
         )
         return system.factor, *system.solve_and_change(rhs)
 
+    gram = objective.constraint_gram() if hasattr(objective, "constraint_gram") else None
     if not isinstance(previous, ReusableFactor):
-        return solved(ReducedKKT.build(H, constraints, active))[:2]
+        return solved(ReducedKKT.build(H, constraints, active, constraint_gram=gram))[:2]
 
     def fresh():
-        return solved(ReducedKKT.build(H, constraints, active, reusable=True))
+        return solved(ReducedKKT.build(H, constraints, active, reusable=True, constraint_gram=gram))
 
     def updated():
         factor, w, change = solved(ReducedKKT.nearby(H, constraints, active, previous))
