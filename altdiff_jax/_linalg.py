@@ -183,8 +183,9 @@ def column_major(matrix: jax.Array) -> jax.Array:
     XLA picks the layout of a loop's state itself, and converts by an n × n transposing
     copy wherever a LAPACK call (Cholesky, triangular solve) meets a row-major array: for
     a factor carried by the solver's loop, once per termination check (18 MB at n 1500;
-    Tiny's solve + gradient spends 36 ms in copies, ``benchmarks/results/profile.md``,
-    where it spent 116 ms at commit 347337a). A factor pinned column-major crosses the
+    Tiny's solve + gradient spent 36 ms in copies with its factor whole and pinned,
+    ``benchmarks/results/profile.md`` at commit ff956ee, where it spent 116 ms at commit
+    347337a). A factor pinned column-major crosses the
     loops as LAPACK left it. A JAX without ``with_layout_constraint`` gets ``matrix``
     unchanged: the same values, with XLA's copies."""
     if with_layout_constraint is None:
