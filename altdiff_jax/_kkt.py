@@ -103,9 +103,10 @@ def _gathered_normal_matrix(H: Operator, diagonal: jax.Array, constraints: Const
 
     The products with all the rows of A and G cost 2(p + m)n² flops. With C at hand,
     AᵀA + G_aᵀG_a is C − diag(f) − G_iᵀG_i (i: the inactive rows) or AᵀA + G_aᵀG_a, and
-    one of the two row sets has at most ⌈m/2⌉ rows: gathered into a block of that many
-    rows (zeros past the set's size), its product costs m·n² flops. (Under ``vmap`` the
-    ``lax.cond`` that picks runs both: (p + m)n², as without C.)"""
+    one of the two row sets has at most ⌈m/2⌉ rows, gathered into a block of that many
+    rows (zeros past the set's size): about m·n² flops when the inactive rows are the
+    fewer, (2p + m)n² when the active ones are. (Under ``vmap`` the ``lax.cond`` that
+    picks runs both: about 2(p + m)n², as without C.)"""
     G = constraints.G.dense()
     half = -(-a.shape[0] // 2)
 

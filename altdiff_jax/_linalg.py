@@ -187,7 +187,14 @@ def column_major(matrix: jax.Array) -> jax.Array:
     ``benchmarks/results/profile.md`` at commit ff956ee, where it spent 116 ms at commit
     347337a). A factor pinned column-major crosses the
     loops as LAPACK left it. A JAX without ``with_layout_constraint`` gets ``matrix``
-    unchanged: the same values, with XLA's copies."""
+    unchanged: the same values, with XLA's copies.
+
+    A pinned array must not leave a ``jax.jit`` as one of its outputs: jax 0.10.2 then
+    reports the default layout for it and the next computation reads its buffer
+    transposed (``jax.jit(column_major)(M) + 0`` is Mᵀ). Factors never do: they live
+    inside the program that made them, and ``jax.grad`` through ``jax.jit(solve)``, where
+    the pullback's residuals cross between two programs, gives the gradient compiled
+    whole (``tests/test_solve.py::test_a_large_problem_is_exact_through_the_blocked_factor_and_its_gradient_crosses_jit``)."""
     if with_layout_constraint is None:
         return matrix
     batch = tuple(range(matrix.ndim - 2))
@@ -216,7 +223,8 @@ SOLVE_BLOCK = 256
 MAX_SOLVE_BLOCKS = 8
 """Most blocks of a factor: each block adds operations to every solve's graph, and so
 compile time (the Tiny QP's solve + gradient, n 1500, compiled in 9 s with the factor
-whole, 13 s in blocks of 256, 19 s in blocks of 128; run time within noise of each other)."""
+whole, 13 s in blocks of 256, 19 s in blocks of 128, at run times within noise of each
+other: measured for commit 7152130, whose message records it)."""
 
 BLOCKED_SOLVE_FROM = 384
 """Order from which :class:`Cholesky` factors and solves by blocks (below it, LAPACK's
@@ -246,8 +254,8 @@ class Cholesky(NamedTuple):
     algorithms, but almost all of it is in the products, which XLA runs on both cores,
     where LAPACK's Cholesky and triangular solves run on one thread
     (``OPENBLAS_NUM_THREADS``, ``benchmarks/speed.py``): a factorisation and 36 solves
-    at n 1500 take about 0.6× the time of the whole-matrix calls, with the same error
-    (``benchmarks/results/blocked_cholesky.md``).
+    at n 1500 take about 0.6× the time of the whole-matrix calls, with errors of the same
+    order (``benchmarks/results/blocked_cholesky.md``).
 
     Attributes:
         L: ``(n, n)`` the factor (lower triangle; the strict upper one is not read), or
