@@ -45,6 +45,7 @@ from ._iterate import Iterate, Seeds, inf_norm
 from ._jacobian import ActiveSet, active_set
 from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, UpdatedCholesky, factor_system, structured,
                       transpose_times)
+from ._objective import bound_diagonal
 from ._problem import Constraints
 
 REFINEMENT_STEPS = {4: 12, 8: 6}
@@ -117,7 +118,7 @@ def _gathered_normal_matrix(H: Operator, diagonal: jax.Array, constraints: Const
         return transpose_times(block, block)
 
     active = a > 0
-    f = constraints.bound_rows() if constraints.bounded else jnp.zeros_like(diagonal)
+    f = bound_diagonal(constraints, diagonal.shape[0], diagonal.dtype)
     gram = jax.lax.cond(  # AᵀA + G_aᵀG_a + diag(f), by whichever row set is smaller
         jnp.sum(~active) <= half,
         lambda: C - gram_of(~active),

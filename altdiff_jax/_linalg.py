@@ -231,10 +231,6 @@ BLOCKED_SOLVE_FROM = 384
 Cholesky and triangular solves of the whole matrix, as fast)."""
 
 
-def _times(matrix: jax.Array, rhs: jax.Array, transpose: bool) -> jax.Array:
-    return transpose_times(matrix, rhs) if transpose else matrix @ rhs
-
-
 def _block_edges(n: int) -> list[tuple[int, int]]:
     width = max(SOLVE_BLOCK, -(-n // MAX_SOLVE_BLOCKS))
     edges = list(range(0, n, width)) + [n]
@@ -270,14 +266,18 @@ class Cholesky(NamedTuple):
 
     @classmethod
     def factor(cls, matrix: jax.Array) -> "Cholesky":
-        n = matrix.shape[-1]
-        if n < BLOCKED_SOLVE_FROM:
-            return cls(_cholesky(matrix))
+        """By blocks from order ``BLOCKED_SOLVE_FROM`` (:meth:`by_blocks`), whole below."""
+        return cls.by_blocks(matrix) if matrix.shape[-1] >= BLOCKED_SOLVE_FROM else cls(_cholesky(matrix))
+
+    @classmethod
+    def by_blocks(cls, matrix: jax.Array) -> "Cholesky":
+        """The factor kept by the column blocks of ``_block_edges``, at any order."""
         # Left-looking by column blocks: block column k of the factor is
         #   [L_kk; panel_k] = [M_kk; M_below,k] − L[s_k:, :s_k] L[s_k:e_k, :s_k]ᵀ, factored as
         #   L_kk = chol(its top block), panel_k = (its rows below) L_kk⁻ᵀ,
         # so almost every flop is in one matrix product per block (XLA's, multithreaded)
         # where LAPACK's Cholesky of the whole matrix runs on one thread.
+        n = matrix.shape[-1]
         edges = _block_edges(n)
         diagonal, panels = [], []
         for k, (s, e) in enumerate(edges):
@@ -285,12 +285,11 @@ class Cholesky(NamedTuple):
             if k:
                 left = jnp.concatenate([panels[j][s - edges[j][1]:] for j in range(k)], axis=1)
                 column = column - left @ left[: e - s].T
-            block = jax.lax.linalg.cholesky_p.bind(column[: e - s].T)  # see _cholesky
-            diagonal.append(block)
+            diagonal.append(_cholesky(column[: e - s]))
             if e < n:
                 panels.append(jax.lax.linalg.triangular_solve(
-                    block, column[e - s:], left_side=False, lower=True, transpose_a=True))
-        return cls(None, tuple(map(column_major, diagonal)), tuple(map(column_major, panels)))
+                    diagonal[-1], column[e - s:], left_side=False, lower=True, transpose_a=True))
+        return cls(None, tuple(diagonal), tuple(map(column_major, panels)))
 
     @property
     def order(self) -> int:
@@ -309,13 +308,13 @@ class Cholesky(NamedTuple):
             w = block.shape[-1]
             y.append(solve_triangular(block, rest[:w], lower=True))
             if k < len(self.panels):
-                rest = rest[w:] - _times(self.panels[k], y[-1], False)
+                rest = rest[w:] - self.panels[k] @ y[-1]
         # Lᵀ x = y, from the last block up: x_k = L_kk⁻ᵀ (y_k − panel_kᵀ x_below).
         x = [solve_triangular(self.diagonal[-1], y[-1], lower=True, trans=1)]
         for k in reversed(range(len(self.panels))):
             below = x[0] if len(x) == 1 else jnp.concatenate(x, axis=0)
             x.insert(0, solve_triangular(
-                self.diagonal[k], y[k] - _times(self.panels[k], below, True), lower=True, trans=1))
+                self.diagonal[k], y[k] - transpose_times(self.panels[k], below), lower=True, trans=1))
         return jnp.concatenate(x, axis=0)
 
 

@@ -110,7 +110,7 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
         )
         return system.factor, *system.solve_and_change(rhs)
 
-    gram = objective.constraint_gram() if hasattr(objective, "constraint_gram") else None
+    gram = objective.constraint_gram()
     if not isinstance(previous, ReusableFactor):
         return solved(ReducedKKT.build(H, constraints, active, constraint_gram=gram))[:2]
 

@@ -127,6 +127,10 @@ class SmoothObjective:
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "SmoothObjective":
         return self
 
+    def constraint_gram(self) -> None:
+        """None: the Newton x-update keeps no Gram matrix for polishing to reuse."""
+        return None
+
 
 jax.tree_util.register_dataclass(
     SmoothObjective,

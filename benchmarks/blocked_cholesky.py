@@ -13,7 +13,7 @@ interleaved runs):
 * ``whole``: LAPACK's Cholesky of the whole matrix (``_linalg._cholesky``) and, per solve,
   LAPACK's two triangular solves with the whole factor (one thread each; see
   ``OPENBLAS_NUM_THREADS`` in ``benchmarks/speed.py``);
-* ``blocks``: ``_linalg.Cholesky.factor`` (left-looking by column blocks: one matrix
+* ``blocks``: ``_linalg.Cholesky.by_blocks`` (left-looking by column blocks: one matrix
   product per block, then a small Cholesky and a triangular solve for the block's panel)
   and its blocked solves (a small triangular solve per block, the rest matrix–vector
   products); XLA runs the products on both cores.
@@ -58,17 +58,8 @@ def _factor_and_solves(factor):
     return jax.jit(run)
 
 
-def _blocks(M):
-    """``Cholesky.factor`` by blocks, below ``BLOCKED_SOLVE_FROM`` too (to show the threshold)."""
-    threshold = _linalg.BLOCKED_SOLVE_FROM
-    _linalg.BLOCKED_SOLVE_FROM = 0
-    try:
-        return _linalg.Cholesky.factor(M)
-    finally:
-        _linalg.BLOCKED_SOLVE_FROM = threshold
-
-
-DESIGNS = {"whole": lambda M: _linalg.Cholesky(_linalg._cholesky(M)), "blocks": _blocks}
+# "blocks" below BLOCKED_SOLVE_FROM too, to show the threshold.
+DESIGNS = {"whole": lambda M: _linalg.Cholesky(_linalg._cholesky(M)), "blocks": _linalg.Cholesky.by_blocks}
 
 
 def case(n: int, repeats: int) -> list:
