@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg
 import numpy as np
 
+from ._batching import computed_where
 from ._iterate import Iterate, Seeds, inf_norm
 from ._jacobian import ActiveSet, active_set
 from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, UpdatedCholesky, factor_system, structured,
@@ -349,23 +350,20 @@ def solution_active_set(constraints: Constraints, z: Iterate, rho, tol) -> Activ
 def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, tol, polished, polished_system):
     """``(active set, ReducedKKT)`` at the solution. A polished QP solution reuses its
     polish's factor (the Hessian is constant and the point is exact on that active set);
-    otherwise the active set is read from ``z`` and the system factored. The choice is a
-    while loop that runs its body at most once: under ``vmap`` it factors only when some
-    lane needs it (a ``lax.cond`` there would factor for every lane)."""
+    otherwise the active set is read from ``z`` and the system factored, under ``vmap``
+    only when some lane needs it (``_iterate.computed_where``)."""
     H = objective.hessian_operator(z.x)
 
     reusable = polished_system is not None and isinstance(polished_system.factor, ReusableFactor)
 
-    def factored(_):
+    def factored(z):
         active = solution_active_set(constraints, z, rho, tol)
-        return active, ReducedKKT.build(H, constraints, active, reusable).factor, jnp.bool_(True)
+        return active, ReducedKKT.build(H, constraints, active, reusable).factor
 
     if polished_system is None or not objective.quadratic:
-        active, factor, _ = factored(None)
+        active, factor = factored(z)
     else:
-        active, factor, _ = jax.lax.while_loop(
-            lambda carry: ~carry[2], factored, (*polished_system, polished)
-        )
+        active, factor = computed_where(~polished, factored, (z,), tuple(polished_system))
     return active, ReducedKKT.with_factor(H, constraints, active, factor)
 
 

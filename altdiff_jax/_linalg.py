@@ -35,10 +35,17 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from ._batching import is_batched
+
 try:  # a layout hint (column_major) that older JAX releases may lack
     from jax.experimental.layout import Layout, with_layout_constraint
 except ImportError:  # pragma: no cover - older JAX: XLA picks the layouts, as before
     Layout = with_layout_constraint = None
+
+
+OUTER_GRAM_ENTRIES = 1 << 22
+"""Most entries (32 MiB in float64) of the row products a shared matrix's batched Gram
+matrices are formed from (``Dense.weighted_gram``)."""
 
 
 def transpose_times(matrix: jax.Array, y: jax.Array) -> jax.Array:
@@ -72,7 +79,18 @@ class Dense(NamedTuple):
         return self.matrix
 
     def weighted_gram(self, w: jax.Array) -> jax.Array:
-        """``(n, n)`` Mᵀ diag(w) M."""
+        """``(n, n)`` Mᵀ diag(w) M.
+
+        Under ``vmap`` with the weights batched and M shared (a batch that shares G:
+        polishing weighs its rows by each lane's active set), it is wᵀ O with O the ``(rows,
+        n²)`` products of M's rows with themselves, one matrix product for the whole batch
+        (a loop invariant: XLA computes O once), where the batched Mᵀ(w·M) multiplied each
+        lane's rows apart: 0.8 ms against 2.5 ms for 512 lanes of 25 × 50 (commit message).
+        Up to ``OUTER_GRAM_ENTRIES`` entries of O."""
+        rows, n = self.matrix.shape
+        if rows * n * n <= OUTER_GRAM_ENTRIES and is_batched(w) and not is_batched(self.matrix):
+            outer = (self.matrix[:, :, None] * self.matrix[:, None, :]).reshape(rows, n * n)
+            return (w @ outer).reshape(n, n)
         return transpose_times(self.matrix, w[:, None] * self.matrix)
 
     def scale(self, rows: jax.Array, columns: jax.Array) -> "Dense":

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._batching import computed_where
 from ._linalg import Cholesky, DiagonalPlusRankOne, EigenFactor, ExplicitInverse, Operator, RowVector, structured
 from ._problem import Constraints
 
@@ -88,16 +89,12 @@ class CholeskySolver(NamedTuple):
         return self.factor.solve(rhs)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "CholeskySolver":
-        # Called at termination checks only. A while loop whose body runs at most once: under
-        # vmap it refactors (every lane, keeping the new factor where ρ changed) only at a
-        # check where some lane's ρ changed, where a lax.cond would become a select that
-        # refactors at every check.
-        def refactored(carry):
-            solver, _ = carry
-            factor = type(solver.factor).factor(solver.base + rho * solver.C)
-            return solver._replace(factor=factor), jnp.bool_(True)
-
-        return lax.while_loop(lambda carry: ~carry[1], refactored, (self, ~changed))[0]
+        # Called at termination checks only: under vmap it refactors (every lane, keeping the
+        # new factor where ρ changed) only at a check where some lane's ρ changed.
+        factor = computed_where(
+            changed, lambda base, C, rho: type(self.factor).factor(base + rho * C), (self.base, self.C, rho), self.factor
+        )
+        return self._replace(factor=factor)
 
 
 class StructuredSolver(NamedTuple):

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._batching import on_needing_lanes
 from ._iterate import Iterate, all_finite, inf_norm
 from ._jacobian import ActiveSet, active_margin, active_set, same_active_set
 from ._kkt import STALL_FLOOR, KKTVector, ReducedKKT, ReusableFactor, solution_active_set
@@ -144,6 +145,25 @@ def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previo
     return x + t * w.x, w, factor
 
 
+def _round(objective, constraints, rho, tol, state: _Round) -> _Round:
+    """One Newton step on ``state.active``, and the active set re-read from its point."""
+    h = constraints.h
+    x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, state.count == 0)
+    nu = jnp.where(state.active.inequality, y.ineq, 0.0)
+    mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0) if constraints.bounded else y.bound
+    slack = h - constraints.G.mv(x)
+    new_active = active_set(constraints, slack, nu, x, mu, rho, tol)
+    eps = jnp.finfo(x.dtype).eps
+    settled = objective.quadratic | (inf_norm(x - state.x) <= 100 * eps * (1 + inf_norm(x)))
+    # A step whose multipliers have their signs and whose point violates no other
+    # constraint is a KKT point: stop there. (The re-read alone can cycle at a
+    # degenerate vertex, where a weakly active row is active by the margin rule
+    # but its multiplier in an over-determined active set comes out wrong-signed.)
+    done = ((same_active_set(new_active, state.active) | _is_kkt_point(constraints, state.active, slack, x, y, tol))
+            & settled) | ~jnp.all(jnp.isfinite(x))
+    return _Round(x, y, state.active, factor, new_active, state.count + 1, done)
+
+
 def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSystem
            ) -> tuple[Iterate, jax.Array, PolishedSystem]:
     """The polished point, from the iterate ``z`` (scaled variables). ``shaped_like`` is any
@@ -157,29 +177,22 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
         keeps it only if its residuals are better than ``z``'s.
     """
     A, b, G, h, lb, ub = constraints
-    eps = jnp.finfo(z.x.dtype).eps
     rounds = _ROUNDS[bool(objective.quadratic)]
 
-    def body(state: _Round) -> _Round:
-        x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, state.count == 0)
-        nu = jnp.where(state.active.inequality, y.ineq, 0.0)
-        mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0) if constraints.bounded else y.bound
-        slack = h - G.mv(x)
-        new_active = active_set(constraints, slack, nu, x, mu, rho, tol)
-        settled = objective.quadratic | (inf_norm(x - state.x) <= 100 * eps * (1 + inf_norm(x)))
-        # A step whose multipliers have their signs and whose point violates no other
-        # constraint is a KKT point: stop there. (The re-read alone can cycle at a
-        # degenerate vertex, where a weakly active row is active by the margin rule
-        # but its multiplier in an over-determined active set comes out wrong-signed.)
-        done = ((same_active_set(new_active, state.active) | _is_kkt_point(constraints, state.active, slack, x, y, tol))
-                & settled) | ~jnp.all(jnp.isfinite(x))
-        return _Round(x, y, state.active, factor, new_active, state.count + 1, done)
+    def unfinished(state: _Round) -> jax.Array:
+        return ~state.done & (state.count < rounds)
+
+    def later_rounds(data, state: _Round) -> _Round:
+        return lax.while_loop(unfinished, lambda state: _round(*data, state), state)
 
     first = solution_active_set(constraints, z, rho, tol)
     n, dtype = z.x.shape[0], z.x.dtype
     empty = KKTVector(jnp.zeros(n, dtype), jnp.zeros_like(b), jnp.zeros_like(h), jnp.zeros_like(lb))
     start = _Round(z.x, empty, first, shaped_like.factor, first, jnp.int32(0), jnp.bool_(False))
-    final = lax.while_loop(lambda s: ~s.done & (s.count < rounds), body, start)
+    # Every lane takes the first step; under vmap the later rounds run on the few lanes
+    # whose active set moved, gathered apart (a while loop would run them for every lane).
+    data = (objective, constraints, rho, tol)
+    final = on_needing_lanes(later_rounds, unfinished, data, _round(*data, start))
     # The multipliers of the last step belong to the active set it was taken on; a row
     # that the last re-read would move is reported by the residuals, not hidden.
     x, y, active = final.x, final.y, final.used

@@ -19,6 +19,7 @@ from ._adjoint import AdjointInfo, adjoint_vjp
 from ._driver import initial_status, run
 from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
 from ._kkt import kkt_vjp
+from ._batching import is_batched
 from ._linalg import Dense
 from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective, make_x_solver
@@ -49,22 +50,6 @@ class _Run(NamedTuple):
     J: Optional[Iterate]
     solution: Solution
     polished_system: Any  # PolishedSystem of the polished point, for the kkt pullback (or None)
-
-
-def is_batched(*trees) -> bool:
-    """Whether any leaf is being batched by ``jax.vmap`` (inspected at trace time)."""
-    try:
-        from jax._src.interpreters import batching
-        BatchTracer = batching.BatchTracer
-    except (ImportError, AttributeError):  # a JAX without this internal: assume unbatched
-        return False
-    not_mapped = getattr(batching, "not_mapped", None)  # None in the JAX versions that drop the name
-    for leaf in jax.tree_util.tree_leaves(trees):
-        while isinstance(leaf, jax.core.Tracer):
-            if isinstance(leaf, BatchTracer) and leaf.batch_dim is not not_mapped:
-                return True
-            leaf = getattr(leaf, "primal", getattr(leaf, "val", None))
-    return False
 
 
 def initial_iterate(init: Optional[Solution], constraints: Constraints, n: int, dtype) -> Iterate:

@@ -94,3 +94,23 @@ def concurrent_lapack_calls(hlo: str) -> list[tuple[str, str, str]]:
                 if first not in ancestors[second] and second not in ancestors[first]:
                     pairs.append((computation, first, second))
     return pairs
+
+
+def lapack_call_depths(hlo: str) -> list[int]:
+    """How many while loops enclose each LAPACK call of an optimised HLO module (0: the
+    entry computation runs it once; 2: the body of a loop inside the body of a loop)."""
+    computations = _computations(hlo)
+    entry = re.search(r"^ENTRY %([\w.\-]+)", hlo, re.MULTILINE).group(1)
+    depths = []
+
+    def visit(name: str, depth: int) -> None:
+        for _, text in computations[name]:
+            if _LAPACK.search(text):
+                depths.append(depth)
+            loop = text.split("(", 1)[0].endswith(" while") or " while(" in text
+            for group in _CALLED.findall(text):
+                for called in _NAME.findall(group):
+                    visit(called, depth + (loop and f"body=%{called}" in text))
+
+    visit(entry, 0)
+    return depths

@@ -253,3 +253,84 @@ def test_a_vmapped_solve_and_gradient_call_lapack_one_at_a_time(in_axes, dtype, 
     hlo = jax.jit(grad_fn).lower(batch).compile().as_text()
     assert hlo.count('custom_call_target="lapack_') >= 3  # the factorisations are there
     assert concurrent_lapack_calls(hlo) == []
+
+
+def test_computed_where_runs_its_work_only_where_asked_and_xla_keeps_it_so():
+    """``_iterate.computed_where`` inside a loop, on operands the loop does not change: the
+    result where the condition holds, the current value elsewhere (per lane under vmap),
+    and the Cholesky stays in the body of its own while loop. Without the optimisation
+    barrier XLA hoisted such work out of the loop (``while`` in ``while``: depth 2 here),
+    where it ran at every step: the engine's refactorisation at every check and the
+    ``kkt`` pullback's factorisation for every polished batch."""
+    from lapack_order import lapack_call_depths
+
+    from altdiff_jax._batching import computed_where
+
+    def run(M, flags):
+        def step(i, total):
+            return total + computed_where(flags[i], jnp.linalg.cholesky, (M,), jnp.zeros_like(M))
+
+        return jax.lax.fori_loop(0, flags.shape[0], step, jnp.zeros_like(M))
+
+    M = jnp.array([[4.0, 2.0], [2.0, 3.0]])
+    L = np.linalg.cholesky(np.asarray(M))
+    flags = jnp.array([True, False, True])
+    np.testing.assert_allclose(jax.jit(run)(M, flags), 2 * L, rtol=1e-15)
+    lanes = jnp.array([[True, False, True], [False, False, False]])
+    batched = jax.jit(jax.vmap(run, in_axes=(None, 0)))(M, lanes)
+    np.testing.assert_allclose(batched, np.stack([2 * L, 0 * L]), rtol=1e-15)
+    for fn in (run, jax.vmap(run, in_axes=(None, 0))):
+        hlo = jax.jit(fn).lower(M, flags if fn is run else lanes).compile().as_text()
+        assert lapack_call_depths(hlo) == [2]
+
+
+def test_on_needing_lanes_runs_a_loop_on_the_lanes_that_need_it_and_leaves_the_others():
+    """``_batching.on_needing_lanes`` under vmap equals the loop lane by lane: 40 lanes, of
+    which 19 need it (three gathers of 8), with batched and shared data and a static leaf;
+    the lanes that do not need it keep their state exactly; unbatched it is the loop."""
+    from altdiff_jax._batching import on_needing_lanes
+
+    def loop(data, state):
+        scale, offset, steps = data
+        def body(carry):
+            x, count = carry
+            return jnp.sin(scale * x) + offset, count + 1
+        return jax.lax.while_loop(lambda carry: carry[1] < steps, body, state)
+
+    def needs(state):
+        return state[1] < 3
+
+    def run(scale, offset, state):
+        return on_needing_lanes(loop, needs, (scale, offset, 3), state)
+
+    lanes = 40
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((lanes, 4)))
+    count = jnp.asarray(np.where(rng.permutation(lanes) < 19, 0, 3), jnp.int32)
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, lanes))
+    offset = jnp.asarray(rng.standard_normal(4))
+    got_x, got_count = jax.jit(jax.vmap(run, in_axes=(0, None, 0)))(scale, offset, (x, count))
+    for i in range(lanes):
+        want_x, want_count = loop((scale[i], offset, 3), (x[i], count[i]))
+        np.testing.assert_allclose(got_x[i], want_x, rtol=1e-15, atol=0)
+        assert int(got_count[i]) == int(want_count) == 3
+    np.testing.assert_array_equal(got_x[count == 3], x[count == 3])  # untouched lanes
+    alone = jax.jit(run)(scale[0], offset, (x[0], jnp.int32(0)))
+    np.testing.assert_array_equal(alone[0], loop((scale[0], offset, 3), (x[0], jnp.int32(0)))[0])
+
+
+def test_a_shared_matrix_weighted_by_each_lane_gives_the_gram_of_each_lane():
+    """``Dense.weighted_gram`` under vmap with M shared and the weights batched (the polish
+    of a batch sharing G) forms the Gram matrices from M's row products: equal to each
+    lane's Mᵀ diag(w) M, as is the batched-M path."""
+    from altdiff_jax._linalg import Dense
+
+    rng = np.random.default_rng(1)
+    M = jnp.asarray(rng.standard_normal((7, 5)))
+    w = jnp.asarray(rng.random((6, 7)))
+    shared = jax.jit(jax.vmap(lambda w: Dense(M).weighted_gram(w)))(w)
+    batched = jax.jit(jax.vmap(lambda M, w: Dense(M).weighted_gram(w)))(jnp.broadcast_to(M, (6, 7, 5)), w)
+    for i in range(6):
+        want = np.asarray(M).T @ np.diag(np.asarray(w[i])) @ np.asarray(M)
+        np.testing.assert_allclose(shared[i], want, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(batched[i], want, rtol=1e-13, atol=1e-14)

@@ -1,0 +1,122 @@
+"""Keeping ``vmap``-ed batches cheap: work that only some lanes need.
+
+Under ``jax.vmap`` a ``lax.cond`` with a batched predicate becomes a select that computes
+both branches for every lane, and a ``lax.while_loop`` runs its body for every lane until
+the slowest one stops. The engine has work that few lanes need (a refactorisation when
+some lane's ρ changed; a second polishing round for the lanes whose active set moved), so
+it uses the two helpers here:
+
+* :func:`computed_where`: a value computed only when some lane asks for it;
+* :func:`on_needing_lanes`: a loop run only on the lanes that need it, gathered into a
+  small batch of their own.
+
+:func:`is_batched` tells, at trace time, whether a value is batched by ``vmap``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+COMPACTED_LANES = 16
+""":func:`on_needing_lanes` gathers at most 1/COMPACTED_LANES of a batch (at least 8 lanes)
+at a time."""
+
+
+def is_batched(*trees) -> bool:
+    """Whether any leaf is being batched by ``jax.vmap`` (inspected at trace time)."""
+    try:
+        from jax._src.interpreters import batching
+        BatchTracer = batching.BatchTracer
+    except (ImportError, AttributeError):  # a JAX without this internal: assume unbatched
+        return False
+    not_mapped = getattr(batching, "not_mapped", None)  # None in the JAX versions that drop the name
+    for leaf in jax.tree_util.tree_leaves(trees):
+        while isinstance(leaf, jax.core.Tracer):
+            if isinstance(leaf, BatchTracer) and leaf.batch_dim is not not_mapped:
+                return True
+            leaf = getattr(leaf, "primal", getattr(leaf, "val", None))
+    return False
+
+
+def computed_where(condition: jax.Array, compute, operands, current):
+    """``compute(*operands)`` where ``condition`` holds, else ``current``; computed only
+    when it holds (under ``vmap``: when it holds for some lane, for every lane, keeping the
+    result where it holds), where a ``lax.cond`` would become a select that computes it for
+    every lane every time.
+
+    A while loop whose body runs at most once. The body passes its operands through an
+    optimisation barrier together with the loop's flag: its work then depends on a value
+    the loop changes, and XLA's loop-invariant code motion cannot hoist it out of the loop
+    (where it would run every time; it did, for operands held unchanged in the carry:
+    ``tests/test_transforms.py::test_computed_where_runs_its_work_only_where_asked_and_xla_keeps_it_so``).
+    """
+    def body(carry):
+        operands, _, done = carry
+        operands, done = lax.optimization_barrier((operands, done))
+        return operands, compute(*operands), ~done
+
+    return lax.while_loop(lambda carry: ~carry[2], body, (operands, current, ~condition))[1]
+
+
+def _is_array(leaf) -> bool:
+    return isinstance(leaf, (jax.Array, jax.core.Tracer)) or hasattr(leaf, "__array__")
+
+
+def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax.Array], data, state):
+    """``loop(data, state)``, a loop that leaves ``state`` as it is where ``needs(state)``
+    is false; under ``vmap`` run only on the lanes that need it.
+
+    Unbatched, it is ``loop(data, state)``. Under ``vmap`` (``jax.custom_batching``) the
+    lanes that need it are gathered, at most a sixteenth of the batch (``COMPACTED_LANES``,
+    at least 8 lanes) at a time, the loop runs on that small batch, and the results are
+    scattered back; the other lanes keep ``state``. A while loop of ``vmap``, by contrast,
+    runs its body for every lane until the slowest one stops.
+
+    Args:
+        loop: ``(data, state) -> state``, with the same structure as ``state``.
+        needs: ``state -> ()`` bool; where false, ``loop`` must return ``state`` unchanged.
+        data: a pytree of the loop's inputs; leaves that are not arrays are static.
+        state: a pytree of arrays.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(data)
+    dynamic = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
+
+    def rebuild(values):
+        full = list(leaves)
+        for i, value in zip(dynamic, values):
+            full[i] = value
+        return jax.tree_util.tree_unflatten(treedef, full)
+
+    @jax.custom_batching.custom_vmap
+    def run(values, state):
+        return loop(rebuild(values), state)
+
+    @run.def_vmap
+    def run_needing_lanes(axis_size, in_batched, values, state):
+        values_batched, state_batched = in_batched
+        state = jax.tree_util.tree_map(
+            lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *jnp.shape(leaf))),
+            state, state_batched)
+        lanes = min(axis_size, max(8, axis_size // COMPACTED_LANES))
+        axes = [0 if batched else None for batched in values_batched]
+
+        def gathered(carry):
+            state, waiting = carry
+            index = jnp.nonzero(waiting, size=lanes, fill_value=0)[0]
+            # Unused slots rerun lane 0 and are dropped on the way back (index axis_size).
+            target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
+            part = [value[index] if batched else value for value, batched in zip(values, values_batched)]
+            done = jax.vmap(lambda v, s: loop(rebuild(v), s), in_axes=(axes, 0))(
+                part, jax.tree_util.tree_map(lambda leaf: leaf[index], state))
+            state = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), state, done)
+            return state, waiting.at[target].set(False, mode="drop")
+
+        waiting = jax.vmap(needs)(state)
+        state, _ = lax.while_loop(lambda carry: jnp.any(carry[1]), gathered, (state, waiting))
+        return state, jax.tree_util.tree_map(lambda _: True, state)
+
+    return run([leaves[i] for i in dynamic], state)
