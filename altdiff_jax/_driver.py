@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._admm import admm_step, dual_infeasible, primal_infeasible, residuals
+from ._batching import computed_where
 from ._iterate import Iterate, Seeds, all_finite, inf_norm, zero_jacobian
 from ._jacobian import jacobian_step
 from ._options import Numerics, Structure
@@ -267,12 +268,17 @@ def _select(condition, new, old):
 
 def _polished_candidate(objective, constraints, scaling, state: LoopState, tol, attempt, before):
     """``(candidate, finite, its residuals, its PolishedSystem)`` when ``attempt``, else
-    ``(z, False, before, the state's PolishedSystem)``."""
-    def polished():
-        candidate, finite, system = polish(objective, constraints, state.z, state.rho, tol, state.polished_system)
+    ``(z, False, before, the state's PolishedSystem)``.
+
+    Computed only when some lane attempts (``computed_where``). Under ``vmap`` a
+    ``lax.cond`` would also hand the polish every operand batched: a batch sharing P, A,
+    G would polish with copies of them, one per lane."""
+    def polished(z, rho, system):
+        candidate, finite, system = polish(objective, constraints, z, rho, tol, system)
         return candidate, finite, residuals(objective, constraints, candidate, scaling), system
 
-    return lax.cond(attempt, polished, lambda: (state.z, jnp.bool_(False), before, state.polished_system))
+    unchanged = (state.z, jnp.bool_(False), before, state.polished_system)
+    return computed_where(attempt, polished, (state.z, state.rho, state.polished_system), unchanged)
 
 
 def _polish_stopped(objective, constraints, scaling, state: LoopState, tol, in_play) -> LoopState:
