@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
-from ._batching import is_batched
 
 try:  # a layout hint (column_major) that older JAX releases may lack
     from jax.experimental.layout import Layout, with_layout_constraint
@@ -44,8 +43,8 @@ except ImportError:  # pragma: no cover - older JAX: XLA picks the layouts, as b
 
 
 OUTER_GRAM_ENTRIES = 1 << 22
-"""Most entries (32 MiB in float64) of the row products a shared matrix's batched Gram
-matrices are formed from (``Dense.weighted_gram``)."""
+"""Most entries (32 MiB in float64) of the row products a shared matrix's Gram matrices are
+formed from (:class:`SharedDense`)."""
 
 
 def transpose_times(matrix: jax.Array, y: jax.Array) -> jax.Array:
@@ -79,31 +78,43 @@ class Dense(NamedTuple):
         return self.matrix
 
     def weighted_gram(self, w: jax.Array) -> jax.Array:
-        """``(n, n)`` Mᵀ diag(w) M.
-
-        Under ``vmap`` with the weights batched and M shared (a batch that shares G:
-        polishing weighs its rows by each lane's active set), it is wᵀ O with O the ``(rows,
-        n²)`` products of M's rows with themselves, one matrix product for the whole batch
-        (a loop invariant: XLA computes O once), where the batched Mᵀ(w·M) multiplied each
-        lane's rows apart: 0.8 ms against 2.5 ms for 512 lanes of 25 × 50 (commit message).
-        Up to ``OUTER_GRAM_ENTRIES`` entries of O."""
-        rows, n = self.matrix.shape
-        if rows * n * n <= OUTER_GRAM_ENTRIES and is_batched(w) and not is_batched(self.matrix):
-            outer = (self.matrix[:, :, None] * self.matrix[:, None, :]).reshape(rows, n * n)
-            return (w @ outer).reshape(n, n)
+        """``(n, n)`` Mᵀ diag(w) M."""
         return transpose_times(self.matrix, w[:, None] * self.matrix)
 
     def scale(self, rows: jax.Array, columns: jax.Array) -> "Dense":
         """diag(rows) M diag(columns)."""
-        return Dense(rows[:, None] * self.matrix * columns[None, :])
+        return type(self)(rows[:, None] * self.matrix * columns[None, :])
 
     def times(self, factor: jax.Array) -> "Dense":
         """factor · M for a scalar factor."""
-        return Dense(factor * self.matrix)
+        return type(self)(factor * self.matrix)
 
     def column_norms(self) -> jax.Array:
         """``(n,)`` the ∞-norm of each column."""
         return jnp.max(jnp.abs(self.matrix), axis=0, initial=0.0)
+
+
+class SharedDense(Dense):
+    """A :class:`Dense` matrix shared by the lanes of a ``vmap``-ed batch whose Gram
+    matrices are weighted per lane (G, when a batch shares it: polishing weighs its rows
+    by each lane's active set).
+
+    ``weighted_gram`` is then wᵀO, O the ``(rows, n²)`` products of M's rows with
+    themselves (a loop invariant: XLA forms it once): under ``vmap`` one matrix product
+    of the lanes' weights with O, whose ``(lanes, n, n)`` result LAPACK's Cholesky reads
+    as it is, where Mᵀ(w·M) is one product too but lays the lanes' matrices out across
+    its columns, and a transposing copy follows (commit message: 6.7 ms of a 512 × n 50
+    batch's polishing round). Up to ``OUTER_GRAM_ENTRIES`` entries of O; the type is
+    given at trace time, where ``vmap`` is visible (``_solve._forward``)."""
+
+    __slots__ = ()
+
+    def weighted_gram(self, w: jax.Array) -> jax.Array:
+        rows, n = self.matrix.shape
+        if rows * n * n > OUTER_GRAM_ENTRIES:
+            return super().weighted_gram(w)
+        outer = (self.matrix[:, :, None] * self.matrix[:, None, :]).reshape(rows, n * n)
+        return (w @ outer).reshape(n, n)
 
 
 class Diagonal(NamedTuple):

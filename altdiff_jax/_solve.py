@@ -20,7 +20,7 @@ from ._driver import initial_status, run
 from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
 from ._kkt import kkt_vjp
 from ._batching import is_batched
-from ._linalg import Dense
+from ._linalg import Dense, SharedDense
 from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective, make_x_solver
 from ._options import Numerics, Options, Structure, resolve_options
@@ -96,13 +96,15 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     P, q, A, b, G, h, lb, ub = data
     if isinstance(P, Dense):
         P = Dense(0.5 * (P.matrix + P.matrix.T))
+    batched = is_batched(data)
+    if batched and type(G) is Dense and not is_batched(G):
+        G = SharedDense(G.matrix)  # a batch sharing G: polishing's Gram matrices by one product
     constraints = Constraints(A, b, G, h, lb, ub)
     if all(isinstance(op, Dense) for op in (P, A, G)):
         P_hat, q_s, scaled, scaling = ruiz_equilibrate(P, q, constraints, structure.scaling_iterations)
     else:
         scaling = cost_scaling(P, q, b.shape[0], h.shape[0])
         P_hat, q_s, scaled = P, scaling.c * q, constraints
-    batched = is_batched(data)
     structured = is_structured(P, A, G)
     # A batch of dense problems polishes by per-lane factorisations, paid by every lane at
     # each polishing pass: a few stops per lane, then the loop runs to the end.

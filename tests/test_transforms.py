@@ -320,17 +320,19 @@ def test_on_needing_lanes_runs_a_loop_on_the_lanes_that_need_it_and_leaves_the_o
 
 
 def test_a_shared_matrix_weighted_by_each_lane_gives_the_gram_of_each_lane():
-    """``Dense.weighted_gram`` under vmap with M shared and the weights batched (the polish
-    of a batch sharing G) forms the Gram matrices from M's row products: equal to each
-    lane's Mᵀ diag(w) M, as is the batched-M path."""
-    from altdiff_jax._linalg import Dense
+    """``SharedDense.weighted_gram`` (G of a batch sharing it: its Gram matrices from the
+    row products) equals Mᵀ diag(w) M for each lane under vmap and alone, as does
+    ``Dense.weighted_gram`` with M batched; scaling keeps the type."""
+    from altdiff_jax._linalg import Dense, SharedDense
 
     rng = np.random.default_rng(1)
     M = jnp.asarray(rng.standard_normal((7, 5)))
     w = jnp.asarray(rng.random((6, 7)))
-    shared = jax.jit(jax.vmap(lambda w: Dense(M).weighted_gram(w)))(w)
+    shared = jax.jit(jax.vmap(lambda w: SharedDense(M).weighted_gram(w)))(w)
     batched = jax.jit(jax.vmap(lambda M, w: Dense(M).weighted_gram(w)))(jnp.broadcast_to(M, (6, 7, 5)), w)
     for i in range(6):
         want = np.asarray(M).T @ np.diag(np.asarray(w[i])) @ np.asarray(M)
-        np.testing.assert_allclose(shared[i], want, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(shared[i], want, rtol=1e-13, atol=1e-14)  # measured 8.9e-16 absolute
         np.testing.assert_allclose(batched[i], want, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(SharedDense(M).weighted_gram(w[0]), shared[0], rtol=1e-15)
+    assert type(SharedDense(M).scale(jnp.ones(7), jnp.ones(5)).times(2.0)) is SharedDense
