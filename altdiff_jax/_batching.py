@@ -59,6 +59,7 @@ def computed_where(condition: jax.Array, compute, operands, current):
         operands, done = lax.optimization_barrier((operands, done))
         return operands, compute(*operands), ~done
 
+    condition = jnp.asarray(condition, bool)
     return lax.while_loop(lambda carry: ~carry[2], body, (operands, current, ~condition))[1]
 
 
@@ -91,27 +92,40 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
             full[i] = value
         return jax.tree_util.tree_unflatten(treedef, full)
 
+    # The loop as a jaxpr: values it closes over (a user's objective may close over a
+    # batched one) become its constants, passed in as data like the rest.
+    values = [leaves[i] for i in dynamic]
+    closed = jax.make_jaxpr(lambda values, state: loop(rebuild(values), state))(values, state)
+    state_tree = jax.tree_util.tree_structure(state)
+
+    def evaluate(values, consts, state):
+        out = jax.core.eval_jaxpr(closed.jaxpr, consts, *jax.tree_util.tree_leaves((values, state)))
+        return jax.tree_util.tree_unflatten(state_tree, out)
+
     @jax.custom_batching.custom_vmap
-    def run(values, state):
-        return loop(rebuild(values), state)
+    def run(values, consts, state):
+        return evaluate(values, consts, state)
 
     @run.def_vmap
-    def run_needing_lanes(axis_size, in_batched, values, state):
-        values_batched, state_batched = in_batched
+    def run_needing_lanes(axis_size, in_batched, values, consts, state):
+        values_batched, consts_batched, state_batched = in_batched
         state = jax.tree_util.tree_map(
             lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *jnp.shape(leaf))),
             state, state_batched)
         lanes = min(axis_size, max(8, axis_size // COMPACTED_LANES))
-        axes = [0 if batched else None for batched in values_batched]
+
+        def pick(leaves, batched, index):
+            return [leaf[index] if b else leaf for leaf, b in zip(leaves, batched)]
 
         def gathered(carry):
             state, waiting = carry
             index = jnp.nonzero(waiting, size=lanes, fill_value=0)[0]
             # Unused slots rerun lane 0 and are dropped on the way back (index axis_size).
             target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
-            part = [value[index] if batched else value for value, batched in zip(values, values_batched)]
-            done = jax.vmap(lambda v, s: loop(rebuild(v), s), in_axes=(axes, 0))(
-                part, jax.tree_util.tree_map(lambda leaf: leaf[index], state))
+            axes = ([0 if b else None for b in values_batched], [0 if b else None for b in consts_batched], 0)
+            done = jax.vmap(evaluate, in_axes=axes)(
+                pick(values, values_batched, index), pick(consts, consts_batched, index),
+                jax.tree_util.tree_map(lambda leaf: leaf[index], state))
             state = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), state, done)
             return state, waiting.at[target].set(False, mode="drop")
 
@@ -119,4 +133,4 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
         state, _ = lax.while_loop(lambda carry: jnp.any(carry[1]), gathered, (state, waiting))
         return state, jax.tree_util.tree_map(lambda _: True, state)
 
-    return run([leaves[i] for i in dynamic], state)
+    return run(values, list(closed.consts), state)

@@ -351,7 +351,7 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
     """``(active set, ReducedKKT)`` at the solution. A polished QP solution reuses its
     polish's factor (the Hessian is constant and the point is exact on that active set);
     otherwise the active set is read from ``z`` and the system factored, under ``vmap``
-    only when some lane needs it (``_iterate.computed_where``)."""
+    only when some lane needs it (``_batching.computed_where``)."""
     H = objective.hessian_operator(z.x)
 
     reusable = polished_system is not None and isinstance(polished_system.factor, ReusableFactor)

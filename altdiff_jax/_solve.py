@@ -97,8 +97,10 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     if isinstance(P, Dense):
         P = Dense(0.5 * (P.matrix + P.matrix.T))
     batched = is_batched(data)
-    if batched and type(G) is Dense and not is_batched(G):
-        G = SharedDense(G.matrix)  # a batch sharing G: polishing's Gram matrices by one product
+    if batched and type(G) is Dense and not is_batched(P, A, G):
+        # A batch sharing P, A, G (so that the equilibrated G is shared too): polishing's
+        # Gram matrices by one product.
+        G = SharedDense(G.matrix)
     constraints = Constraints(A, b, G, h, lb, ub)
     if all(isinstance(op, Dense) for op in (P, A, G)):
         P_hat, q_s, scaled, scaling = ruiz_equilibrate(P, q, constraints, structure.scaling_iterations)

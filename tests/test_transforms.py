@@ -282,7 +282,7 @@ def test_a_vmapped_solve_and_gradient_call_lapack_one_at_a_time(in_axes, dtype, 
 
 
 def test_computed_where_runs_its_work_only_where_asked_and_xla_keeps_it_so():
-    """``_iterate.computed_where`` inside a loop, on operands the loop does not change: the
+    """``_batching.computed_where`` inside a loop, on operands the loop does not change: the
     result where the condition holds, the current value elsewhere (per lane under vmap),
     and the Cholesky stays in the body of its own while loop. Without the optimisation
     barrier XLA hoisted such work out of the loop (``while`` in ``while``: depth 2 here),
@@ -313,7 +313,8 @@ def test_computed_where_runs_its_work_only_where_asked_and_xla_keeps_it_so():
 def test_on_needing_lanes_runs_a_loop_on_the_lanes_that_need_it_and_leaves_the_others():
     """``_batching.on_needing_lanes`` under vmap equals the loop lane by lane: 40 lanes, of
     which 19 need it (three gathers of 8), with batched and shared data and a static leaf;
-    the lanes that do not need it keep their state exactly; unbatched it is the loop."""
+    the lanes that do not need it keep their state exactly; unbatched it is the loop; a loop
+    that closes over a batched value gives the same."""
     from altdiff_jax._batching import on_needing_lanes
 
     def loop(data, state):
@@ -343,6 +344,12 @@ def test_on_needing_lanes_runs_a_loop_on_the_lanes_that_need_it_and_leaves_the_o
     np.testing.assert_array_equal(got_x[count == 3], x[count == 3])  # untouched lanes
     alone = jax.jit(run)(scale[0], offset, (x[0], jnp.int32(0)))
     np.testing.assert_array_equal(alone[0], loop((scale[0], offset, 3), (x[0], jnp.int32(0)))[0])
+
+    def closing_over(scale, state):  # the loop closes over a batched value (as a user's objective may)
+        return on_needing_lanes(lambda data, state: loop((scale, offset, 3), state), needs, (), state)
+
+    closed_x, _ = jax.jit(jax.vmap(closing_over))(scale, (x, count))
+    np.testing.assert_allclose(closed_x, got_x, rtol=1e-15, atol=0)
 
 
 def test_a_shared_matrix_weighted_by_each_lane_gives_the_gram_of_each_lane():
