@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
-
 try:  # a layout hint (column_major) that older JAX releases may lack
     from jax.experimental.layout import Layout, with_layout_constraint
 except ImportError:  # pragma: no cover - older JAX: XLA picks the layouts, as before

@@ -31,7 +31,6 @@ from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from ._batching import computed_where
 from ._linalg import Cholesky, DiagonalPlusRankOne, EigenFactor, ExplicitInverse, Operator, RowVector, structured

@@ -176,7 +176,7 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
         whether it is finite, and the active set and factor of its last step. The caller
         keeps it only if its residuals are better than ``z``'s.
     """
-    A, b, G, h, lb, ub = constraints
+    _, b, G, h, lb, ub = constraints
     rounds = _ROUNDS[bool(objective.quadratic)]
 
     def unfinished(state: _Round) -> jax.Array:

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from ._adjoint import AdjointInfo, adjoint_vjp
+from ._batching import is_batched
 from ._driver import initial_status, run
 from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
 from ._kkt import kkt_vjp
-from ._batching import is_batched
 from ._linalg import Dense, SharedDense
 from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective, make_x_solver
@@ -96,8 +96,8 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     P, q, A, b, G, h, lb, ub = data
     if isinstance(P, Dense):
         P = Dense(0.5 * (P.matrix + P.matrix.T))
-    batched = is_batched(data)
-    if batched and type(G) is Dense and not is_batched(P, A, G):
+    batched, matrices_batched = is_batched(data), is_batched(P, A, G)
+    if batched and type(G) is Dense and not matrices_batched:
         # A batch sharing P, A, G (so that the equilibrated G is shared too): polishing's
         # Gram matrices by one product.
         G = SharedDense(G.matrix)
@@ -111,7 +111,7 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     # A batch of dense problems polishes by per-lane factorisations, paid by every lane at
     # each polishing pass: a few stops per lane, then the loop runs to the end.
     attempts = None if structured or not batched else BATCH_POLISH_ATTEMPTS[q.dtype.itemsize]
-    method = _factorization(structure, batched, is_batched(P, A, G), attempts)
+    method = _factorization(structure, batched, matrices_batched, attempts)
     solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method, explicit_inverse=batched)
     objective = QuadraticObjective(P_hat, q_s, scaling.c, numerics.sigma, solver)
     status0 = initial_status((P, q, A, b, G, h), constraints)
