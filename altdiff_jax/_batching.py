@@ -15,7 +15,7 @@ it uses the two helpers here:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +67,14 @@ def _is_array(leaf) -> bool:
     return isinstance(leaf, (jax.Array, jax.core.Tracer)) or hasattr(leaf, "__array__")
 
 
-def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax.Array], data, state):
+def _select_lanes(keep: jax.Array, new, old):
+    """Per lane of a leading batch axis: ``new`` where ``keep``, else ``old``."""
+    return jax.tree_util.tree_map(
+        lambda a, b: jnp.where(keep.reshape(keep.shape + (1,) * (jnp.ndim(a) - 1)), a, b), new, old)
+
+
+def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax.Array], data, state,
+                     step: Optional[Callable[[Any, Any], Any]] = None):
     """``loop(data, state)``, a loop that leaves ``state`` as it is where ``needs(state)``
     is false; under ``vmap`` run only on the lanes that need it.
 
@@ -77,11 +84,18 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
     scattered back; the other lanes keep ``state``. A while loop of ``vmap``, by contrast,
     runs its body for every lane until the slowest one stops.
 
+    With ``step`` (``loop`` is then ``while needs: state = step(data, state)``), the whole
+    batch first takes steps, every lane that needs one at once, while more lanes need
+    them than a gather holds; the few lanes left are then gathered as above. This is for a
+    loop that most lanes need, where gathering them a few at a time would lose the batch's
+    throughput, but whose slowest lanes run far longer than the rest.
+
     Args:
         loop: ``(data, state) -> state``, with the same structure as ``state``.
         needs: ``state -> ()`` bool; where false, ``loop`` must return ``state`` unchanged.
         data: a pytree of the loop's inputs; leaves that are not arrays are static.
         state: a pytree of arrays.
+        step: optional ``(data, state) -> state``, one step of ``loop``.
     """
     leaves, treedef = jax.tree_util.tree_flatten(data)
     dynamic = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
@@ -95,16 +109,22 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
     # The loop as a jaxpr: values it closes over (a user's objective may close over a
     # batched one) become its constants, passed in as data like the rest.
     values = [leaves[i] for i in dynamic]
-    closed = jax.make_jaxpr(lambda values, state: loop(rebuild(values), state))(values, state)
     state_tree = jax.tree_util.tree_structure(state)
+    functions = [loop] if step is None or step is loop else [loop, step]
+    closed = [jax.make_jaxpr(lambda values, state, f=f: f(rebuild(values), state))(values, state) for f in functions]
 
-    def evaluate(values, consts, state):
-        out = jax.core.eval_jaxpr(closed.jaxpr, consts, *jax.tree_util.tree_leaves((values, state)))
-        return jax.tree_util.tree_unflatten(state_tree, out)
+    def evaluator(which: int):
+        def evaluate(values, consts, state):
+            out = jax.core.eval_jaxpr(closed[which].jaxpr, consts[which],
+                                      *jax.tree_util.tree_leaves((values, state)))
+            return jax.tree_util.tree_unflatten(state_tree, out)
+        return evaluate
+
+    evaluate_loop = evaluator(0)
 
     @jax.custom_batching.custom_vmap
     def run(values, consts, state):
-        return evaluate(values, consts, state)
+        return evaluate_loop(values, consts, state)
 
     @run.def_vmap
     def run_needing_lanes(axis_size, in_batched, values, consts, state):
@@ -113,18 +133,32 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
             lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *jnp.shape(leaf))),
             state, state_batched)
         lanes = min(axis_size, max(8, axis_size // COMPACTED_LANES))
+        axes = ([0 if b else None for b in values_batched],
+                [[0 if b else None for b in batched] for batched in consts_batched], 0)
 
         def pick(leaves, batched, index):
             return [leaf[index] if b else leaf for leaf, b in zip(leaves, batched)]
+
+        if step is not None:
+            evaluate_step = evaluator(len(closed) - 1)
+
+            def crowded(state):
+                return jnp.sum(jax.vmap(needs)(state)) > lanes
+
+            def whole_batch_step(state):
+                stepped = jax.vmap(evaluate_step, in_axes=axes)(values, consts, state)
+                return _select_lanes(jax.vmap(needs)(state), stepped, state)
+
+            state = lax.while_loop(crowded, whole_batch_step, state)
 
         def gathered(carry):
             state, waiting = carry
             index = jnp.nonzero(waiting, size=lanes, fill_value=0)[0]
             # Unused slots rerun lane 0 and are dropped on the way back (index axis_size).
             target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
-            axes = ([0 if b else None for b in values_batched], [0 if b else None for b in consts_batched], 0)
-            done = jax.vmap(evaluate, in_axes=axes)(
-                pick(values, values_batched, index), pick(consts, consts_batched, index),
+            done = jax.vmap(evaluate_loop, in_axes=axes)(
+                pick(values, values_batched, index),
+                [pick(c, b, index) for c, b in zip(consts, consts_batched)],
                 jax.tree_util.tree_map(lambda leaf: leaf[index], state))
             state = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), state, done)
             return state, waiting.at[target].set(False, mode="drop")
@@ -133,4 +167,4 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
         state, _ = lax.while_loop(lambda carry: jnp.any(carry[1]), gathered, (state, waiting))
         return state, jax.tree_util.tree_map(lambda _: True, state)
 
-    return run(values, list(closed.consts), state)
+    return run(values, [list(c.consts) for c in closed], state)

@@ -20,12 +20,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._admm import admm_step, dual_infeasible, primal_infeasible, residuals
-from ._batching import computed_where
+from ._batching import computed_where, on_needing_lanes
 from ._iterate import Iterate, Seeds, all_finite, inf_norm, zero_jacobian
 from ._jacobian import jacobian_step
 from ._options import Numerics, Structure
 from ._jacobian import ActiveSet, same_active_set
-from ._kkt import REUSED_CHANGES, solution_active_set
+from ._kkt import REUSED_CHANGES, ReducedKKT, kkt_jacobian, solution_active_set
 from ._polish import PolishedSystem, placeholder_system, polish
 from ._problem import Constraints
 from ._scaling import Scaling
@@ -41,6 +41,9 @@ _CERTIFICATE_CHECKS = 2  # a certificate must hold at this many consecutive chec
 _STALL_CHECKS = 30
 _STALL_GAIN = 0.9
 _STALL_FLOOR = 1e3
+PASS_ITERATIONS = 100
+"""Iterations at most between two polishing passes; under ``vmap``, also how often the batch
+checks whether few enough lanes still run to be gathered apart (``on_needing_lanes``)."""
 
 
 class LoopState(NamedTuple):
@@ -63,7 +66,7 @@ class LoopState(NamedTuple):
     polished: jax.Array
     best_level: jax.Array  # the smallest residual level seen at a check
     since_best: jax.Array  # checks since best_level last improved by _STALL_GAIN
-    passes: jax.Array  # polishing passes done
+    passes: jax.Array  # polishing stops (READY) of this lane so far
     polished_system: Optional[PolishedSystem]  # of the kept polished point (None: no polish)
 
 
@@ -98,6 +101,7 @@ def run(
     polish_attempts: Optional[int] = None,
     reusable_factor: bool = False,
     early_first_polish: bool = False,
+    exact_jacobians: bool = False,
 ) -> tuple[Iterate, Optional[Iterate], Any, Info, Optional[PolishedSystem]]:
     """Iterate eqs. (5a)–(5d), and (5ga)–(5gd) if ``seeds`` is given, until the stop rule,
     then polish.
@@ -120,14 +124,23 @@ def run(
     moved by at most ``_kkt.REUSED_CHANGES`` rows) stops to be polished: a correct guess ends the solve
     exactly, often long before the residuals of ADMM would; a wrong one sends the lane
     back to the loop from its ADMM iterate. The loop is a while loop of passes, each
-    running the iterations until every lane has stopped and then polishing every lane that
-    stopped in it at once: under ``vmap``, a loop runs until its slowest lane stops, and a
-    ``lax.cond`` inside it would become a select that every lane pays for at every check.
+    running the iterations until every lane has stopped (or ran ``PASS_ITERATIONS``) and
+    then polishing every lane that stopped in it at once: a ``lax.cond`` inside the
+    iterations would become, under ``vmap``, a select that every lane pays for at every
+    check. Under ``vmap`` the whole batch runs passes while many lanes still run; the last
+    few are then gathered into a small batch of their own (``_batching.on_needing_lanes``),
+    so that lanes that stopped stop costing.
     ``polish_attempts`` caps the stops per lane (None: one per new active set; 0: polish
     only after the loop); a solved or truncated lane is polished once at the end of its
     pass. (ρ is not adapted at the check where a lane stops: a lane sent back resumes at
     the ρ it stopped with.) ``reusable_factor``: a polishing round may reuse the factor of
     the round before for a nearby active set (``_polish.placeholder_system``).
+
+    ``exact_jacobians`` (a QP carrying Jacobians, with polishing): a polished point's
+    Jacobians are replaced by the fixed point of their recursion on its active set, solved
+    with the polish's factor (``_kkt.kkt_jacobian``), so they are exact and a lane need not
+    wait for the carried ones to settle before it stops to be polished; a lane that is not
+    polished keeps the carried, truncated ones.
 
     Returns:
         ``(z, J, objective, info, polished_system)`` in scaled space: the final (polished)
@@ -141,6 +154,7 @@ def run(
     J0 = None if seeds is None else zero_jacobian(init, seeds_at(init).grad.shape[1])
     zero = jnp.zeros((), dtype)
     interval = structure.check_interval
+    exact = exact_jacobians and J0 is not None and structure.polish and bool(objective.quadratic)
 
     def iterate(z: Iterate, J: Optional[Iterate], objective, rho) -> tuple[Iterate, Optional[Iterate]]:
         z_new = admm_step(objective, constraints, z, rho, alpha)
@@ -199,7 +213,7 @@ def run(
             # often long before the residuals of ADMM would.
             # Carried Jacobians must have settled too: the polished point would end the loop.
             active = solution_active_set(constraints, z, rho, tol)
-            jacobians_settled = (J is None) or (change <= tol)
+            jacobians_settled = (J is None) or exact or (change <= tol)
             steady = same_active_set(active, state.active)
             if early_first_polish:
                 # Polishing's rounds correct a few rows (for one dense float64 problem by a
@@ -249,63 +263,115 @@ def run(
     def running(state: LoopState) -> jax.Array:
         return state.status == RUNNING
 
-    def one_pass(state: LoopState) -> LoopState:
+    def one_pass(_, state: LoopState) -> LoopState:
         in_play = running(state)
-        state = lax.while_loop(running, body, state)
+        limit = state.iteration + PASS_ITERATIONS
+        state = lax.while_loop(lambda state: running(state) & (state.iteration < limit), body, state)
         if structure.polish:
-            state = _polish_stopped(state.objective, constraints, scaling, state, tol, in_play)
-        return state._replace(passes=state.passes + 1)
+            state = _polish_stopped(state.objective, constraints, scaling, state, tol, in_play,
+                                    seeds_at if exact else None)
+        return state
 
-    state = lax.while_loop(running, one_pass, state)
+    def passes(_, state: LoopState) -> LoopState:
+        return lax.while_loop(running, lambda state: one_pass(None, state), state)
+
+    # Under vmap, once few lanes still run they are gathered apart: a vmapped while loop
+    # would make every lane pay for the slowest one's iterations.
+    state = on_needing_lanes(passes, running, (), state, step=one_pass)
     info = Info(state.status, state.iteration, state.primal_residual, state.dual_residual, state.gap, state.rho,
                 state.jacobian_change, state.polished)
     return state.z, state.J, state.objective, info, state.polished_system
+
+
+def run_then_differentiate(objective, constraints: Constraints, scaling: Scaling, init: Iterate, seeds,
+                           numerics: Numerics, structure: Structure, status0, *settings
+                           ) -> tuple[Iterate, Iterate, Any, Info, Optional[PolishedSystem]]:
+    """:func:`run` for a QP whose Jacobians are wanted exact (``jacobians``, ``jvp``):
+    solve without carrying them; where the solution is polished, solve the differentiated
+    KKT system on its active set with the polish's factor (``_kkt.kkt_jacobian``, the
+    fixed point of eqs. 5ga–5gd); only where it is not, run the loop again from that
+    solution carrying them (with ``exact_jacobians``). ``settings``: :func:`run`'s
+    ``polish_attempts, reusable_factor, early_first_polish``. Same returns as :func:`run`."""
+    seeds_at = seeds if callable(seeds) else (lambda z: seeds)
+    z, _, final, info, system = run(objective, constraints, scaling, init, None, numerics, structure, status0,
+                                    *settings)
+    J0 = zero_jacobian(z, seeds_at(z).grad.shape[1])
+
+    def exact(z, system):
+        kkt = ReducedKKT.with_factor(objective.hessian_operator(z.x), constraints, system.active, system.factor)
+        return kkt_jacobian(kkt, system.active, constraints, seeds_at(z))
+
+    J, change = computed_where(info.polished, exact, (z, system), (J0, jnp.zeros((), z.x.dtype)))
+    J_finite = all_finite(J)
+
+    def carried(z, iterations):
+        z, J, final, info, system = run(objective, constraints, scaling, z, seeds, numerics, structure, status0,
+                                        *settings, exact_jacobians=True)
+        return z, J, final, info._replace(iterations=info.iterations + iterations), system
+
+    done = info.polished & J_finite
+    current = (z, J, final, info._replace(jacobian_change=change), system)
+    return computed_where(~done, carried, (z, info.iterations), current)
 
 
 def _select(condition, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
-def _polished_candidate(objective, constraints, scaling, state: LoopState, tol, attempt, before):
-    """``(candidate, finite, its residuals, its PolishedSystem)`` when ``attempt``, else
-    ``(z, False, before, the state's PolishedSystem)``.
+def _polished_candidate(objective, constraints, scaling, state: LoopState, tol, attempt, before, seeds_at):
+    """``(candidate, finite, its residuals, its PolishedSystem, its Jacobians)`` when
+    ``attempt``, else ``(z, False, before, the state's PolishedSystem, the state's J)``.
+    The Jacobians are the exact ones on the candidate's active set when ``seeds_at`` is
+    given (see ``run``'s ``exact_jacobians``), else the carried ones.
 
     Computed only when some lane attempts (``computed_where``). Under ``vmap`` a
     ``lax.cond`` would also hand the polish every operand batched: a batch sharing P, A,
     G would polish with copies of them, one per lane."""
-    def polished(z, rho, system):
+    def polished(z, rho, system, J, change):
         candidate, finite, system = polish(objective, constraints, z, rho, tol, system)
-        return candidate, finite, residuals(objective, constraints, candidate, scaling), system
+        if seeds_at is not None:
+            kkt = ReducedKKT.with_factor(objective.hessian_operator(candidate.x), constraints, system.active,
+                                         system.factor)
+            J, change = kkt_jacobian(kkt, system.active, constraints, seeds_at(candidate))
+            finite = finite & all_finite(J)
+        return candidate, finite, residuals(objective, constraints, candidate, scaling), system, J, change
 
-    unchanged = (state.z, jnp.bool_(False), before, state.polished_system)
-    return computed_where(attempt, polished, (state.z, state.rho, state.polished_system), unchanged)
+    unchanged = (state.z, jnp.bool_(False), before, state.polished_system, state.J, state.jacobian_change)
+    operands = (state.z, state.rho, state.polished_system, state.J, state.jacobian_change)
+    return computed_where(attempt, polished, operands, unchanged)
 
 
-def _polish_stopped(objective, constraints, scaling, state: LoopState, tol, in_play) -> LoopState:
+def _polish_stopped(objective, constraints, scaling, state: LoopState, tol, in_play, seeds_at=None) -> LoopState:
     """Polish the lanes that stopped in this pass, and judge the polished point.
 
     A lane stopped to be polished (READY) keeps the polished point if it meets the
     tolerance, SOLVED; otherwise it goes back to the loop from its ADMM iterate, with its
     guess recorded as tried. A solved or truncated lane (SOLVED, MAX_ITER, STALLED) that
     was not polished yet keeps the better point by the residuals; a MAX_ITER or STALLED one
-    whose polished point meets the tolerance (and whose carried Jacobians have settled)
-    becomes SOLVED."""
+    whose polished point meets the tolerance (and whose Jacobians, carried or polished
+    with ``seeds_at``, have settled) becomes SOLVED."""
     status, z = state.status, state.z
     ready = status == READY
     finished = (status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED)
     attempt = in_play & (ready | finished & ~state.polished)
     before = residuals(objective, constraints, z, scaling)
-    candidate, finite, after, system = _polished_candidate(objective, constraints, scaling, state, tol, attempt, before)
+    candidate, finite, after, system, J, change = _polished_candidate(
+        objective, constraints, scaling, state, tol, attempt, before, seeds_at)
     usable = attempt & finite
     meets = after.merit(tol) <= 1
     take = usable & jnp.where(ready, meets, after.merit(tol) < before.merit(tol))
     chosen = _select(take, after, before)
-    jacobians_settled = state.J is None or state.jacobian_change <= tol
+    if state.J is None:
+        jacobians_settled = True
+    else:
+        J, change = _select(take, (J, change), (state.J, state.jacobian_change))
+        jacobians_settled = change <= tol
     solved = take & (chosen.merit(tol) <= 1) & jacobians_settled
     status = jnp.where(solved, jnp.int32(Status.SOLVED), jnp.where(ready, jnp.int32(RUNNING), status))
     return state._replace(
-        z=_select(take, candidate, z), status=status,
+        z=_select(take, candidate, z), J=J, jacobian_change=change, status=status,
         primal_residual=chosen.primal, dual_residual=chosen.dual, gap=chosen.gap,
         tried=_select(ready, state.active, state.tried), has_tried=state.has_tried | ready,
+        passes=state.passes + ready.astype(jnp.int32),
         polished=state.polished | take, polished_system=_select(take, system, state.polished_system),
     )

@@ -9,7 +9,7 @@ A, G (math note §5).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from ._adjoint import AdjointInfo, adjoint_vjp
 from ._batching import is_batched
-from ._driver import initial_status, run
+from ._driver import initial_status, run, run_then_differentiate
 from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
 from ._kkt import kkt_vjp
 from ._linalg import Dense, SharedDense
@@ -36,6 +36,11 @@ lane whose guesses fail twice converges in the loop instead of making the whole 
 for more passes); in float32 (polished by LU of K_δ with up to 12 refinement steps) the
 stops made the polish pass dearer than the iterations they saved (P, A, G shared: 0.15 s
 without, 0.29 s with), so a float32 batch polishes only after the loop."""
+
+EXPLICIT_INVERSE_COLUMNS = 16
+"""Carried Jacobian columns from which one problem's x-update keeps H(ρ)⁻¹ explicitly
+(``_linalg.ExplicitInverse``): the columns then cost one matrix product per iteration
+instead of two triangular solves (``benchmarks/results/jacobians.md``)."""
 
 _FORWARD_MODE_MESSAGE = "can't apply forward-mode autodiff (jvp) to a custom_vjp function"
 
@@ -86,12 +91,14 @@ def _factorization(structure: Structure, batched: bool, matrices_batched: bool, 
     return "eigen" if batched and (not matrices_batched or without_stops) else "cholesky"
 
 
-def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, seeds) -> _Run:
+def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, seeds, columns: int = 0,
+             exact_jacobians: bool = False) -> _Run:
     """Equilibrate, factor once, run the loop, map the solution back to the user's scaling.
 
     ``data`` holds operators for P, A, G (``_linalg``): dense ones are equilibrated by
     Ruiz; structured ones (the layers') run as they are. ``seeds(scaling)`` gives the
-    scaled seeds to carry (or None for a plain solve).
+    scaled seeds to carry (or None for a plain solve), ``columns`` of them;
+    ``exact_jacobians``: see ``_driver.run``.
     """
     P, q, A, b, G, h, lb, ub = data
     if isinstance(P, Dense):
@@ -112,18 +119,21 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     # each polishing pass: a few stops per lane, then the loop runs to the end.
     attempts = None if structured or not batched else BATCH_POLISH_ATTEMPTS[q.dtype.itemsize]
     method = _factorization(structure, batched, matrices_batched, attempts)
-    solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method, explicit_inverse=batched)
+    # Exact Jacobians carry columns only in the rare loop after a failed polish.
+    explicit = batched or (columns >= EXPLICIT_INVERSE_COLUMNS and not exact_jacobians)
+    solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method, explicit_inverse=explicit)
     objective = QuadraticObjective(P_hat, q_s, scaling.c, numerics.sigma, solver)
     status0 = initial_status((P, q, A, b, G, h), constraints)
     # One dense float64 problem: a polishing round reuses a factor for a nearby active set.
     reusable = not (batched or structured or q.dtype == jnp.float32)
     return run_objective(structure, objective, scaled, scaling, numerics, init, seeds, status0, (lb, ub), attempts,
-                         reusable, early_first_polish=not structured)
+                         reusable, early_first_polish=not structured, exact_jacobians=exact_jacobians)
 
 
 def run_objective(
     structure, objective, constraints, scaling, numerics, init, seeds, status0, bounds,
     polish_attempts: Optional[int] = None, reusable_factor: bool = False, early_first_polish: bool = False,
+    exact_jacobians: bool = False,
 ) -> _Run:
     """Run the loop for any objective on (scaled) constraints; shared by every layer.
 
@@ -131,10 +141,13 @@ def run_objective(
     scaled bounds lb/D, ub/D come back as D·(lb/D), which can miss lb by an ulp)."""
     carried = None if seeds is None else seeds(scaling)
     start = scaling.scale(init)
-    z, J, objective, info, polished_system = run(
-        objective, constraints, scaling, start, carried, numerics, structure, status0, polish_attempts,
-        reusable_factor, early_first_polish,
-    )
+    settings = (polish_attempts, reusable_factor, early_first_polish)
+    if exact_jacobians and carried is not None and structure.polish and objective.quadratic:
+        z, J, objective, info, polished_system = run_then_differentiate(
+            objective, constraints, scaling, start, carried, numerics, structure, status0, *settings)
+    else:
+        z, J, objective, info, polished_system = run(
+            objective, constraints, scaling, start, carried, numerics, structure, status0, *settings)
     user = scaling.unscale(z)
     x = user.x
     if constraints.bounded:
@@ -252,13 +265,17 @@ def _sizes(data) -> tuple[int, ...]:
     return (q.size, b.size, h.size, lb.size, lb.size)
 
 
-def _forward_for_gradient(structure, data, numerics, init, perturbed):
-    """The forward pass under differentiation, with the Jacobian blocks Alt-Diff needs."""
-    wrt, sizes = carried_parameters(perturbed), _sizes(data)
+def _forward_for_gradient(structure, data, numerics, init, perturbed, wrt=None, exact_jacobians=False):
+    """The forward pass under differentiation, with the Jacobian blocks Alt-Diff needs
+    (for the columns of ``wrt``, a flag for each of q, b, h, lb, ub; by default those
+    the ``perturbed`` leaves need)."""
+    wrt, sizes = wrt or carried_parameters(perturbed), _sizes(data)
     strategy = strategy_for(structure, kkt_available=True)
     if strategy != "altdiff":
         return strategy, _forward(structure, data, numerics, init, None), (None,) * 5
-    forward = _forward(structure, data, numerics, init, constant_seeds(sizes, wrt, data[1].dtype))
+    columns = sum(size for size, carried in zip(sizes, wrt) if carried)
+    forward = _forward(structure, data, numerics, init, constant_seeds(sizes, wrt, data[1].dtype), columns,
+                       exact_jacobians)
     return strategy, forward, split_columns(forward.scaling.unscale(forward.J), sizes, wrt)
 
 
@@ -454,8 +471,10 @@ def jvp(
     extra primal iteration per iteration. Tangents of P, A and G enter through the
     current iterate (∂∇f = dq + dP x + dAᵀλ + dGᵀν, ∂b = db − dA x, ∂h = dh − dG x),
     whose fixed point is the differentiated KKT system. The loop stops when the
-    residuals and the change of the tangent are below ``Options.tol``
-    (``Options.differentiation`` does not apply: this is Alt-Diff's forward mode).
+    residuals and the change of the tangent are below ``Options.tol``. With
+    ``Options.differentiation="altdiff"`` that carried tangent is returned; otherwise a
+    polished solution's tangent is the exact fixed point on its active set, as in
+    :func:`jacobians`.
 
     Args:
         problem: the :class:`QP`.
@@ -507,40 +526,54 @@ def jvp(
 
         return at
 
-    forward = _forward(options.structure(), data, numerics, z0, seeds)
+    exact = options.differentiation != "altdiff"
+    forward = _forward(options.structure(), data, numerics, z0, seeds, 1, exact)
     return forward.solution, forward.scaling.D * forward.J.x[:, 0]
 
 
 def jacobians(
-    problem: QP, options: Optional[Options] = None, init: Optional[Solution] = None
+    problem: QP, options: Optional[Options] = None, init: Optional[Solution] = None,
+    wrt: Sequence[str] = SEED_FIELDS,
 ) -> tuple[Solution, dict[str, jax.Array]]:
-    """Solve a QP and return the Jacobians of x* carried by Alt-Diff, the paper's product.
+    """Solve a QP and return the Jacobians of x* by Alt-Diff, the paper's product.
 
-    The loop carries n + p + m Jacobian columns (q, b and h together; and n for each of
-    lb, ub when the problem has bounds) and stops when the residuals and the change of
-    the Jacobians are below ``Options.tol``. ``Options.differentiation`` does not apply
-    (the Jacobians are Alt-Diff's by definition): it must be ``"auto"`` or ``"altdiff"``.
+    The loop carries one Jacobian column per entry of the parameters in ``wrt`` (n for q,
+    p for b, m for h, n for each of lb and ub) beside the iterates (eqs. 5ga–5gd).
+    ``Options.differentiation`` chooses what is returned:
+
+    * ``"auto"`` (the default): where the solution is polished (``info.polished``), the
+      Jacobians are the fixed point of the recursion on the polished active set, solved
+      with the polish's factor: exact to round-off, and the loop stops as soon as the
+      polished point meets the tolerance. Elsewhere they are the carried ones.
+    * ``"altdiff"``: the carried Jacobians only, truncated by the same stopping rule as
+      the solution (the change of each block <= ``Options.tol``), as in the paper.
 
     Args:
         problem: the :class:`QP`.
         options: :class:`Options`; ``None`` for the defaults.
         init: optional warm start, as in :func:`solve`.
+        wrt: the parameters to differentiate by, any of ``"q"``, ``"b"``, ``"h"``,
+            ``"lb"``, ``"ub"`` (``"lb"`` and ``"ub"`` only for a problem with bounds;
+            they are left out of the default when it has none). Only their columns are
+            carried.
 
     Returns:
-        ``(solution, jac)`` with ``jac["q"]`` = dx*/dq ``(n, n)``, ``jac["b"]`` =
-        dx*/db ``(n, p)``, ``jac["h"]`` = dx*/dh ``(n, m)`` (``p`` or ``m`` is 0 for
-        an absent block), and ``jac["lb"]``, ``jac["ub"]`` ``(n, n)`` with bounds.
+        ``(solution, jac)``, with one entry per name in ``wrt``: ``jac["q"]`` = dx*/dq
+        ``(n, n)``, ``jac["b"]`` = dx*/db ``(n, p)``, ``jac["h"]`` = dx*/dh ``(n, m)``,
+        ``jac["lb"]``, ``jac["ub"]`` ``(n, n)``.
 
     Raises:
-        ValueError: if ``options.differentiation`` asks for another strategy.
+        ValueError: if ``wrt`` names an unknown parameter, or bounds the problem lacks, or
+            if ``options.differentiation`` is neither ``"auto"`` nor ``"altdiff"``.
         TypeError: if differentiated itself.
 
     Examples:
         >>> import jax.numpy as jnp
         >>> from altdiff_jax import QP, jacobians
-        >>> _, jac = jacobians(QP(P=2 * jnp.eye(2), q=jnp.zeros(2)))
-        >>> jac["q"].diagonal().round(6).tolist()  # dx*/dq = −P⁻¹
-        [-0.5, -0.5]
+        >>> problem = QP(P=2 * jnp.eye(2), q=jnp.zeros(2), A=jnp.ones((1, 2)), b=jnp.ones(1))
+        >>> _, jac = jacobians(problem, wrt=("b",))
+        >>> list(jac), jac["b"].round(6).tolist()  # x* = b/2 on both coordinates
+        (['b'], [[0.5], [0.5]])
     """
     problem = _not_differentiable("jacobians", problem)
     data, numerics, z0, options = _prepare(problem, options, init)
@@ -549,10 +582,20 @@ def jacobians(
             "jacobians carries Alt-Diff Jacobians; Options.differentiation must be 'auto' or "
             f"'altdiff', got {options.differentiation!r} (use vjp for a backward pass)"
         )
-    structure = options.structure()._replace(differentiation="altdiff")
-    everything = dict.fromkeys(QP._fields, True)
     bounded = data.lb.shape[0] > 0
-    everything["lb"] = everything["ub"] = bounded
-    _, forward, blocks = _forward_for_gradient(structure, data, numerics, z0, everything)
-    names = ("q", "b", "h", "lb", "ub") if bounded else ("q", "b", "h")
-    return forward.solution, {name: block.x for name, block in zip(names, blocks)}
+    if isinstance(wrt, str):
+        wrt = (wrt,)
+    names = tuple(name for name in wrt if bounded or wrt is not SEED_FIELDS or name not in ("lb", "ub"))
+    for name in names:
+        if name not in SEED_FIELDS:
+            raise ValueError(f"wrt names {name!r}; jacobians differentiates by any of {SEED_FIELDS}")
+        if name in ("lb", "ub") and not bounded:
+            raise ValueError(f"wrt names {name!r} but the problem has no bounds")
+    if not names:
+        raise ValueError("wrt names no parameter")
+    structure = options.structure()._replace(differentiation="altdiff")
+    carried = tuple(name in names for name in SEED_FIELDS)
+    _, forward, blocks = _forward_for_gradient(
+        structure, data, numerics, z0, None, wrt=carried, exact_jacobians=options.differentiation == "auto"
+    )
+    return forward.solution, {name: block.x for name, block in zip(SEED_FIELDS, blocks) if name in names}

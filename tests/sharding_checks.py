@@ -138,8 +138,12 @@ def check_equal(name: str, actual, expected, exact_fields=("status", "iterations
     errors.update({f"sol.{k}": max_error(a, e) for k, a, e in zip(sol_a._fields, sol_a, sol_e) if k != "info"})
     # info.rho is left out: the last adaptive update is a ratio of residuals near 1e-11,
     # whose round-off differs (relatively ~1e-6) between programs of different batch sizes.
+    # info.duality_gap is a difference of two objectives: at a polished point it is their
+    # round-off, which differs (measured 1.1e-12) between programs that group lanes apart.
     errors.update({f"info.{k}": max_error(a, e) for k, a, e in zip(sol_a.info._fields, sol_a.info, sol_e.info)
-                   if k != "rho"})
+                   if k not in ("rho", "duality_gap")})
+    gap = max_error(sol_a.info.duality_gap, sol_e.info.duality_gap)
+    assert gap <= 1e-10, f"{name}: info.duality_gap differs by {gap:.2e}"
     errors.update({f"grad {k}": max_error(a, e) for k, a, e in zip(grads_a._fields, grads_a, grads_e)})
     error = max(errors.values())
     assert error <= TOL, f"{name}: largest relative difference {error:.2e} > {TOL}: {errors}"

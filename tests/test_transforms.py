@@ -352,6 +352,55 @@ def test_on_needing_lanes_runs_a_loop_on_the_lanes_that_need_it_and_leaves_the_o
     np.testing.assert_allclose(closed_x, got_x, rtol=1e-15, atol=0)
 
 
+def test_on_needing_lanes_with_a_step_runs_the_whole_batch_then_gathers_the_last_lanes():
+    """With ``step``, the whole batch steps while more than a gather's worth of lanes need
+    it (40 lanes: at most 8), then the last ones are gathered: lane by lane equal to the
+    loop, whose lanes need from 0 to 60 steps."""
+    from altdiff_jax import _batching
+
+    def step(scale, state):
+        x, count, limit = state
+        return jnp.sin(scale * x) + 0.5, count + 1, limit
+
+    def needs(state):
+        return state[1] < state[2]
+
+    def loop(scale, state):
+        return jax.lax.while_loop(needs, lambda state: step(scale, state), state)
+
+    def run(scale, state):
+        return _batching.on_needing_lanes(loop, needs, scale, state, step=step)
+
+    lanes = 40
+    rng = np.random.default_rng(1)
+    state = (jnp.asarray(rng.standard_normal((lanes, 3))), jnp.zeros(lanes, jnp.int32),
+             jnp.asarray(np.where(np.arange(lanes) < 30, rng.integers(0, 6, lanes), rng.integers(20, 60, lanes)),
+                         jnp.int32))
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, lanes))
+    got = jax.jit(jax.vmap(run))(scale, state)
+    for i in range(lanes):
+        want = loop(scale[i], jax.tree_util.tree_map(lambda leaf: leaf[i], state))
+        np.testing.assert_allclose(got[0][i], want[0], rtol=1e-15, atol=1e-15)  # measured 0.0
+        assert int(got[1][i]) == int(want[1]) == int(state[2][i])
+
+
+def test_a_batch_whose_lanes_stop_far_apart_equals_each_problem_alone():
+    """24 lanes that stop between 60 and 920 iterations (four with P scaled down): the batch
+    runs whole while more than 8 lanes run, then the slow ones gathered apart; each lane
+    stops at its own iteration count with the result of the same problem solved alone."""
+    problems = [case(seed, *SPEC[1:])[1] for seed in range(30, 54)]
+    problems = [pr._replace(P=1e-3 * pr.P) if i % 6 == 5 else pr for i, pr in enumerate(problems)]
+    batch = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *problems)
+    options = ad.Options(tol=1e-8, max_iter=100_000, polish=False, factorization="eigen")
+    lanes = jax.jit(jax.vmap(ad.solve, in_axes=(0, None)))(batch, options)
+    alone = [solve_jit(pr, options) for pr in problems]
+    iterations = [int(a.info.iterations) for a in alone]
+    assert max(iterations) >= 5 * sorted(iterations)[len(iterations) // 2], iterations
+    np.testing.assert_array_equal(lanes.info.iterations, iterations)
+    for i, a in enumerate(alone):
+        assert relative_error(lanes.x[i], a.x) <= 1e-11, i  # measured ≤ 1.5e-13
+
+
 def test_a_shared_matrix_weighted_by_each_lane_gives_the_gram_of_each_lane():
     """``SharedDense.weighted_gram`` (G of a batch sharing it: its Gram matrices from the
     row products) equals Mᵀ diag(w) M for each lane under vmap and alone, as does
