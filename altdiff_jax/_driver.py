@@ -289,9 +289,11 @@ def run_then_differentiate(objective, constraints: Constraints, scaling: Scaling
     """:func:`run` for a QP whose Jacobians are wanted exact (``jacobians``, ``jvp``):
     solve without carrying them; where the solution is polished, solve the differentiated
     KKT system on its active set with the polish's factor (``_kkt.kkt_jacobian``, the
-    fixed point of eqs. 5ga–5gd); only where it is not, run the loop again from that
-    solution carrying them (with ``exact_jacobians``). ``settings``: :func:`run`'s
-    ``polish_attempts, reusable_factor, early_first_polish``. Same returns as :func:`run`."""
+    fixed point of eqs. 5ga–5gd); only where it is not, and the solve converged or was
+    truncated, run the loop again from that solution carrying them (with
+    ``exact_jacobians``). A failed solve (infeasible, unbounded, non-finite) has zero
+    Jacobians, as it has a zero gradient. ``settings``: :func:`run`'s ``polish_attempts,
+    reusable_factor, early_first_polish``. Same returns as :func:`run`."""
     seeds_at = seeds if callable(seeds) else (lambda z: seeds)
     z, _, final, info, system = run(objective, constraints, scaling, init, None, numerics, structure, status0,
                                     *settings)
@@ -309,7 +311,9 @@ def run_then_differentiate(objective, constraints: Constraints, scaling: Scaling
                                         *settings, exact_jacobians=True)
         return z, J, final, info._replace(iterations=info.iterations + iterations), system
 
-    done = info.polished & J_finite
+    status = info.status
+    usable = (status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED)
+    done = info.polished & J_finite | ~usable
     current = (z, J, final, info._replace(jacobian_change=change), system)
     return computed_where(~done, carried, (z, info.iterations), current)
 

@@ -548,6 +548,9 @@ def jacobians(
     * ``"altdiff"``: the carried Jacobians only, truncated by the same stopping rule as
       the solution (the change of each block <= ``Options.tol``), as in the paper.
 
+    With ``"auto"``, a failed solve (``info.status`` infeasible, unbounded or non-finite)
+    has zero Jacobians.
+
     Args:
         problem: the :class:`QP`.
         options: :class:`Options`; ``None`` for the defaults.

@@ -4,7 +4,8 @@ Run ``python benchmarks/paper.py --quick`` (small sizes: minutes) or ``--full`` 
 paper's sizes: hours, for a quiet machine); also ``python -m benchmarks.paper``. Options:
 ``--tables 1 2 4 5 6``, ``--tol`` (default 1e-6, the tolerance of every solver),
 ``--budget-s`` (per contender and problem), ``--repeats``, ``--peers`` (substrings of the
-labels to keep), ``--out`` (default benchmarks/results).
+labels to keep), ``--sizes`` (Table 1's sizes to keep, by label), ``--out`` (default
+benchmarks/results).
 
 Writes ``paper_table{1,2,4,5,6}.md`` and ``.png``:
 
@@ -224,9 +225,13 @@ def main() -> None:
     parser.add_argument("--once-s", type=float, default=None)
     parser.add_argument("--jobs", type=int, default=None, help="contenders compiled at once (default: 2 quick, 1 full)")
     parser.add_argument("--peers", nargs="*", default=None, help="keep the contenders whose label contains one")
+    parser.add_argument("--sizes", nargs="*", default=None,
+                        help="keep these Table 1 sizes by label (e.g. Tiny Small)")
     parser.add_argument("--out", default=str(harness.RESULTS))
     args = parser.parse_args()
-    plan = QUICK if args.quick else FULL
+    plan = dict(QUICK if args.quick else FULL)
+    if args.sizes:
+        plan["table1"] = [size for size in plan["table1"] if size[0] in args.sizes]
     for name in ("budget_s", "repeats", "once_s", "jobs"):
         if getattr(args, name) is None:
             setattr(args, name, plan[name])

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from conftest import CASES, TIGHT, case, jacobians_jit, reference_jacobians, relative_error
 
@@ -120,3 +121,13 @@ def test_jacobians_reject_parameters_they_cannot_differentiate_by(wrt, message):
     _, problem, _ = case(*CASES["small"])
     with pytest.raises(ValueError, match=message):
         ad.jacobians(problem, wrt=wrt)
+
+
+def test_an_infeasible_problem_has_zero_jacobians_and_its_status():
+    _, problem, _ = case(*CASES["small"])
+    n = problem.q.shape[0]
+    infeasible = problem._replace(G=jnp.concatenate([problem.G, jnp.ones((1, n)), -jnp.ones((1, n))]),
+                                  h=jnp.concatenate([problem.h, jnp.array([-1.0, -1.0])]))  # 1ᵀx <= -1, 1ᵀx >= 1
+    solution, jac = _jacobians_of(("q", "h"), ad.Options())(infeasible)
+    assert int(solution.info.status) == ad.Status.PRIMAL_INFEASIBLE
+    assert not np.any(np.asarray(jac["q"])) and not np.any(np.asarray(jac["h"]))
