@@ -51,7 +51,7 @@ class LoopState(NamedTuple):
 
     z: Iterate
     J: Optional[Iterate]  # None when no derivative is carried
-    objective: Any  # carries the factor of H(ρ) when it depends on ρ
+    objective: Any  # the objective, when its factor of H(ρ) depends on ρ (else None: it is closed over)
     rho: jax.Array
     iteration: jax.Array
     status: jax.Array
@@ -102,6 +102,7 @@ def run(
     reusable_factor: bool = False,
     early_first_polish: bool = False,
     exact_jacobians: bool = False,
+    first_iteration: Optional[jax.Array] = None,
 ) -> tuple[Iterate, Optional[Iterate], Any, Info, Optional[PolishedSystem]]:
     """Iterate eqs. (5a)–(5d), and (5ga)–(5gd) if ``seeds`` is given, until the stop rule,
     then polish.
@@ -140,7 +141,8 @@ def run(
     Jacobians are replaced by the fixed point of their recursion on its active set, solved
     with the polish's factor (``_kkt.kkt_jacobian``), so they are exact and a lane need not
     wait for the carried ones to settle before it stops to be polished; a lane that is not
-    polished keeps the carried, truncated ones.
+    polished keeps the carried, truncated ones. ``first_iteration``: the iterations already
+    spent on this solve (the loop continues the count, and ``max_iter`` caps the total).
 
     Returns:
         ``(z, J, objective, info, polished_system)`` in scaled space: the final (polished)
@@ -155,6 +157,12 @@ def run(
     zero = jnp.zeros((), dtype)
     interval = structure.check_interval
     exact = exact_jacobians and J0 is not None and structure.polish and bool(objective.quadratic)
+    # An objective whose factor serves every ρ stays out of the carry: closed over, a batch
+    # sharing it keeps one copy (on_needing_lanes would give each lane its own).
+    carried_objective = bool(getattr(objective, "rho_dependent", True))
+
+    def objective_of(state: LoopState):
+        return state.objective if carried_objective else objective
 
     def iterate(z: Iterate, J: Optional[Iterate], objective, rho) -> tuple[Iterate, Optional[Iterate]]:
         z_new = admm_step(objective, constraints, z, rho, alpha)
@@ -163,7 +171,7 @@ def run(
         return z_new, J
 
     def body(state: LoopState) -> LoopState:
-        rho, objective = state.rho, state.objective
+        rho, objective = state.rho, objective_of(state)
         steps = jnp.minimum(interval, structure.max_iter - state.iteration)
         z, J = lax.fori_loop(
             0, steps - 1, lambda _, carry: iterate(*carry, objective, rho), (state.z, state.J)
@@ -245,7 +253,7 @@ def run(
             rho = jnp.where(changed, balanced, rho)
             objective = objective.at_rho(rho, changed)
         return LoopState(
-            z, J, objective, rho, iteration, status, *record, change, streak, active, tried, has_tried, polished,
+            z, J, objective if carried_objective else None, rho, iteration, status, *record, change, streak, active, tried, has_tried, polished,
             best_level, since_best, state.passes, state.polished_system,
         )
 
@@ -254,7 +262,8 @@ def run(
     # A problem that never enters the loop (bad data) reports the residuals of its start.
     start = residuals(objective, constraints, init, scaling)
     state = LoopState(
-        init, J0, objective, rho0, jnp.int32(0), status0, start.primal, start.dual, start.gap, zero,
+        init, J0, objective if carried_objective else None, rho0,
+        jnp.int32(0) if first_iteration is None else first_iteration, status0, start.primal, start.dual, start.gap, zero,
         jnp.zeros((2,), jnp.int32),
         nothing, nothing, jnp.bool_(False), jnp.bool_(False), jnp.asarray(jnp.inf, dtype), jnp.int32(0),
         jnp.int32(0), placeholder_system(objective, constraints, init, reusable_factor) if structure.polish else None,
@@ -268,7 +277,7 @@ def run(
         limit = state.iteration + PASS_ITERATIONS
         state = lax.while_loop(lambda state: running(state) & (state.iteration < limit), body, state)
         if structure.polish:
-            state = _polish_stopped(state.objective, constraints, scaling, state, tol, in_play,
+            state = _polish_stopped(objective_of(state), constraints, scaling, state, tol, in_play,
                                     seeds_at if exact else None)
         return state
 
@@ -280,7 +289,7 @@ def run(
     state = on_needing_lanes(passes, running, (), state, step=one_pass)
     info = Info(state.status, state.iteration, state.primal_residual, state.dual_residual, state.gap, state.rho,
                 state.jacobian_change, state.polished)
-    return state.z, state.J, state.objective, info, state.polished_system
+    return state.z, state.J, objective_of(state), info, state.polished_system
 
 
 def run_then_differentiate(objective, constraints: Constraints, scaling: Scaling, init: Iterate, seeds,
@@ -289,11 +298,13 @@ def run_then_differentiate(objective, constraints: Constraints, scaling: Scaling
     """:func:`run` for a QP whose Jacobians are wanted exact (``jacobians``, ``jvp``):
     solve without carrying them; where the solution is polished, solve the differentiated
     KKT system on its active set with the polish's factor (``_kkt.kkt_jacobian``, the
-    fixed point of eqs. 5ga–5gd); only where it is not, and the solve converged or was
-    truncated, run the loop again from that solution carrying them (with
-    ``exact_jacobians``). A failed solve (infeasible, unbounded, non-finite) has zero
-    Jacobians, as it has a zero gradient. ``settings``: :func:`run`'s ``polish_attempts,
-    reusable_factor, early_first_polish``. Same returns as :func:`run`."""
+    fixed point of eqs. 5ga–5gd; kept where its refinement settled to ``tol``); only where
+    that fails, and the solve converged or stalled, continue the loop from that solution
+    carrying them (with ``exact_jacobians``), within the same ``max_iter``. A failed solve
+    (infeasible, unbounded, non-finite), or one stopped at ``max_iter`` before it could be
+    polished, has zero Jacobians, as a failed solve has a zero gradient. ``settings``:
+    :func:`run`'s ``polish_attempts, reusable_factor, early_first_polish``. Same returns as
+    :func:`run`."""
     seeds_at = seeds if callable(seeds) else (lambda z: seeds)
     z, _, final, info, system = run(objective, constraints, scaling, init, None, numerics, structure, status0,
                                     *settings)
@@ -307,13 +318,13 @@ def run_then_differentiate(objective, constraints: Constraints, scaling: Scaling
     J_finite = all_finite(J)
 
     def carried(z, iterations):
-        z, J, final, info, system = run(objective, constraints, scaling, z, seeds, numerics, structure, status0,
-                                        *settings, exact_jacobians=True)
-        return z, J, final, info._replace(iterations=info.iterations + iterations), system
+        return run(objective, constraints, scaling, z, seeds, numerics, structure, status0, *settings,
+                   exact_jacobians=True, first_iteration=iterations)
 
     status = info.status
-    usable = (status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED)
-    done = info.polished & J_finite | ~usable
+    continuable = (status == Status.SOLVED) | (status == Status.STALLED)
+    done = info.polished & J_finite & (change <= numerics.tol) | ~continuable
+    J = jax.tree_util.tree_map(lambda v: jnp.where(info.polished & J_finite & (change <= numerics.tol), v, 0.0), J)
     current = (z, J, final, info._replace(jacobian_change=change), system)
     return computed_where(~done, carried, (z, info.iterations), current)
 

@@ -178,6 +178,11 @@ class QuadraticObjective(NamedTuple):
 
     quadratic = True  # one Newton step of polishing is exact
 
+    @property
+    def rho_dependent(self) -> bool:
+        """Whether :meth:`at_rho` changes the objective (a Cholesky factor of H(ρ))."""
+        return isinstance(self.solver, CholeskySolver)
+
     def value(self, x: jax.Array) -> jax.Array:
         return 0.5 * self.c * (x @ self.P_hat.mv(x)) + self.q @ x
 

@@ -104,7 +104,9 @@ class Options:
             (default) is ``"kkt"`` wherever that system is available (every QP and
             layer; ``solve_convex`` with a diagonal Hessian) and ``"adjoint"`` otherwise,
             the fastest in ``benchmarks/results/speed.md`` (README, "Which
-            differentiation strategy when").
+            differentiation strategy when"). For ``jacobians`` and ``jvp``, which always
+            carry Alt-Diff's Jacobians, ``"altdiff"`` returns the carried ones and
+            ``"auto"`` the exact ones at a polished solution (see ``jacobians``).
     """
 
     tol: Any = None

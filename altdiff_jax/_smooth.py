@@ -124,6 +124,8 @@ class SmoothObjective:
         # (5ga) J_x⁺ = (∇²f(x⁺) + σI + ρC)⁻¹ (σJ_x − ∂_θ∇f − R)
         return self.newton_system(x, rho).solve(self.sigma * J_x - dgrad - R)
 
+    rho_dependent = False  # at_rho returns the objective itself
+
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "SmoothObjective":
         return self
 

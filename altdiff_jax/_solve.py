@@ -119,8 +119,9 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     # each polishing pass: a few stops per lane, then the loop runs to the end.
     attempts = None if structured or not batched else BATCH_POLISH_ATTEMPTS[q.dtype.itemsize]
     method = _factorization(structure, batched, matrices_batched, attempts)
-    # Exact Jacobians carry columns only in the rare loop after a failed polish.
-    explicit = batched or (columns >= EXPLICIT_INVERSE_COLUMNS and not exact_jacobians)
+    # With exact Jacobians (and polishing) columns are carried only in the rare loop after
+    # a failed polish.
+    explicit = batched or (columns >= EXPLICIT_INVERSE_COLUMNS and not (exact_jacobians and structure.polish))
     solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method, explicit_inverse=explicit)
     objective = QuadraticObjective(P_hat, q_s, scaling.c, numerics.sigma, solver)
     status0 = initial_status((P, q, A, b, G, h), constraints)
@@ -548,8 +549,10 @@ def jacobians(
     * ``"altdiff"``: the carried Jacobians only, truncated by the same stopping rule as
       the solution (the change of each block <= ``Options.tol``), as in the paper.
 
-    With ``"auto"``, a failed solve (``info.status`` infeasible, unbounded or non-finite)
-    has zero Jacobians.
+    With ``"auto"`` and polishing (the default), a failed solve (``info.status``
+    infeasible, unbounded or non-finite), or one stopped at ``max_iter`` before it could be
+    polished, has zero Jacobians; use ``"altdiff"`` for the carried Jacobians of a
+    truncated solve.
 
     Args:
         problem: the :class:`QP`.

@@ -20,7 +20,7 @@ def test_jacobians_match_kkt(name):
     assert jac["q"].shape == (n, n) and jac["b"].shape == (n, p) and jac["h"].shape == (n, m)
     for key in ("q", "b", "h"):
         if expected[key] is not None:
-            assert relative_error(jac[key], expected[key]) <= 1e-8, key  # measured ≤ 5.7e-10
+            assert relative_error(jac[key], expected[key]) <= 1e-12, key  # measured ≤ 1.6e-15 (exact, polished)
 
 
 def test_jacobians_agree_with_gradient():
@@ -30,7 +30,7 @@ def test_jacobians_agree_with_gradient():
     _, jac = jacobians_jit(problem, TIGHT)
     grads = jax.grad(lambda pr: ad.solve(pr, TIGHT).x @ g)(problem)
     for key in ("q", "b", "h"):
-        assert relative_error(getattr(grads, key), jac[key].T @ g) <= 2e-9  # measured 7.4e-11
+        assert relative_error(getattr(grads, key), jac[key].T @ g) <= 1e-12  # measured 7.8e-16
 
 
 @pytest.mark.parametrize("transform", [jax.jacfwd, lambda f: lambda q: jax.jvp(f, (q,), (q,))])
