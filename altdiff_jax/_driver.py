@@ -315,7 +315,7 @@ def run_then_differentiate(objective, constraints: Constraints, scaling: Scaling
         return kkt_jacobian(kkt, system.active, constraints, seeds_at(z))
 
     J, change = computed_where(info.polished, exact, (z, system), (J0, jnp.zeros((), z.x.dtype)))
-    J_finite = all_finite(J)
+    exact_kept = info.polished & all_finite(J) & (change <= numerics.tol)
 
     def carried(z, iterations):
         return run(objective, constraints, scaling, z, seeds, numerics, structure, status0, *settings,
@@ -323,8 +323,8 @@ def run_then_differentiate(objective, constraints: Constraints, scaling: Scaling
 
     status = info.status
     continuable = (status == Status.SOLVED) | (status == Status.STALLED)
-    done = info.polished & J_finite & (change <= numerics.tol) | ~continuable
-    J = jax.tree_util.tree_map(lambda v: jnp.where(info.polished & J_finite & (change <= numerics.tol), v, 0.0), J)
+    done = exact_kept | ~continuable
+    J = jax.tree_util.tree_map(lambda v: jnp.where(exact_kept, v, 0.0), J)
     current = (z, J, final, info._replace(jacobian_change=change), system)
     return computed_where(~done, carried, (z, info.iterations), current)
 
