@@ -18,7 +18,7 @@ interleaved timing, a wall-clock budget per contender and problem, set-up exclud
 Contenders (``layer_contenders``, shared with ``benchmarks/paper.py``): altdiff_jax at
 ``Options(tol, differentiation=...)`` for each strategy; cvxpylayers' JAX layer (DIFFCP
 backend, Clarabel at the same tolerance, diffcp's "lsqr" derivative, as in the paper's
-appendix); qpth for constrained sparsemax (a QP). See ``benchmarks/harness.py``.
+appendix); qpth for constrained sparsemax (a QP). See ``benchmarks/harness/peers.py``.
 
 Gradient references, independent of the code paths being timed:
 

@@ -29,7 +29,7 @@ Writes ``paper_table{1,2,4,5,6}.md`` and ``.png``:
   ``constrained_softmax(y, u)`` (1ᵀx = 1, x <= u), whose exact gradient is closed-form.
 
 Methods and fairness: every solver gets the same tolerance (``--tol``) where it has one;
-see ``benchmarks/harness.py`` for each adapter's settings. Times are the best of
+see ``benchmarks/harness/peers.py`` for each adapter's settings. Times are the best of
 ``--repeats`` runs interleaved across contenders (each contender in its own child process,
 so that a slow or crashing one is stopped at the budget without taking the others down);
 set-up (compilation, canonicalization) is reported apart and excluded from the totals.

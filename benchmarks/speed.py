@@ -32,7 +32,7 @@ gradient), and jaxlib 0.10 can deadlock on those on a 2-core machine
 A script timing these batches hung that way (gdb: both pool threads waiting inside
 jaxlib's batched triangular solve); rerun the section.
 
-OPENBLAS_NUM_THREADS defaults to 1 (see ``benchmarks/factorization.py``): jaxlib's CPU
+OPENBLAS_NUM_THREADS defaults to 1 (see ``benchmarks/experiments/factorization.py``): jaxlib's CPU
 Cholesky and triangular solves call OpenBLAS, whose spinning threads slow them 10–100× on
 shared cores; XLA's own products stay multithreaded. It applies to qpax as well.
 """

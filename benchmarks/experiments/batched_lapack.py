@@ -1,6 +1,6 @@
 """Batched LAPACK calls that XLA may run at once: the jaxlib 0.10 hang, and who is exposed.
 
-Run ``python benchmarks/batched_lapack.py [--calls 1000] [--stall-s 60]``; writes
+Run ``python benchmarks/experiments/batched_lapack.py [--calls 1000] [--stall-s 60]``; writes
 ``benchmarks/results/batched_lapack.md``.
 
 jaxlib 0.10 splits a batched LAPACK call whose work passes a threshold into chunks on
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -36,8 +37,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 if __package__:
-    from . import harness
-else:
+    from .. import harness
+else:  # run as a script: the harness is in benchmarks/, one folder up
+    sys.path.insert(1, str(pathlib.Path(__file__).resolve().parent.parent))
     import harness
 
 import altdiff_jax as ad  # noqa: E402

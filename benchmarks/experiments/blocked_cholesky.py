@@ -1,8 +1,8 @@
 """A dense Cholesky factor by blocks against LAPACK's whole-matrix one: the measurement behind
 ``altdiff_jax._linalg.Cholesky``'s ``BLOCKED_SOLVE_FROM`` and ``SOLVE_BLOCK``.
 
-Run ``python benchmarks/blocked_cholesky.py [--sizes 300 384 512 1000 1500] [--repeats 9]``;
-writes ``benchmarks/results/blocked_cholesky.md``.
+Run ``python benchmarks/experiments/blocked_cholesky.py [--sizes 300 384 512 1000 1500]
+[--repeats 9]``; writes ``benchmarks/results/blocked_cholesky.md``.
 
 Each case is what the x-update of one problem does between two changes of ρ: factor a
 symmetric positive definite n × n matrix once, then solve with it 36 times in a
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
+import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in speed.py: before jaxlib loads OpenBLAS
 
@@ -34,8 +36,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 if __package__:
-    from . import harness
-else:
+    from .. import harness
+else:  # run as a script: the harness is in benchmarks/, one folder up
+    sys.path.insert(1, str(pathlib.Path(__file__).resolve().parent.parent))
     import harness
 
 from altdiff_jax import _linalg  # noqa: E402

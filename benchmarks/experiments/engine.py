@@ -1,6 +1,6 @@
 """Iterations and time to tolerance: this engine vs the paper's configuration vs OSQP.
 
-Run ``python benchmarks/engine.py [--tol 1e-6] [--sizes 100 300 1000] [--family-n 30]``.
+Run ``python benchmarks/experiments/engine.py [--tol 1e-6] [--sizes 100 300 1000] [--family-n 30]``.
 
 Two problem sets, measured side by side in one run:
 
@@ -20,14 +20,17 @@ engines interleaved, CPU.
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 if __package__:
-    from . import harness
-else:
+    from .. import harness
+else:  # run as a script: the harness is in benchmarks/, one folder up
+    sys.path.insert(1, str(pathlib.Path(__file__).resolve().parent.parent))
     import harness
 
 import altdiff_jax as ad  # noqa: E402

@@ -1,6 +1,6 @@
 """Which factorization for the x-update: the measurement behind ``factorization="auto"``.
 
-Run ``python benchmarks/factorization.py [--sizes 100 300 1000] [--repeats 5]``; writes
+Run ``python benchmarks/experiments/factorization.py [--sizes 100 300 1000] [--repeats 5]``; writes
 ``benchmarks/results/factorization.md``.
 
 The x-update solves H(ρ) x = r with H(ρ) = c(P̂ + σI) + ρC, C = ÂᵀÂ + ĜᵀĜ. Two designs
@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
+import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before jaxlib loads OpenBLAS
 
@@ -43,8 +45,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 if __package__:
-    from . import harness
-else:
+    from .. import harness
+else:  # run as a script: the harness is in benchmarks/, one folder up
+    sys.path.insert(1, str(pathlib.Path(__file__).resolve().parent.parent))
     import harness
 
 import altdiff_jax as ad  # noqa: E402

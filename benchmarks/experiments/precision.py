@@ -1,6 +1,6 @@
 """Float32 against float64: how accurate solutions and gradients are, and what is reachable.
 
-Run ``python benchmarks/precision.py``; writes ``benchmarks/results/precision.md``.
+Run ``python benchmarks/experiments/precision.py``; writes ``benchmarks/results/precision.md``.
 
 Problems (all solved in both dtypes from the same float64 data, rounded to float32 for
 the float32 rows):
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
+import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -35,8 +37,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 if __package__:
-    from . import harness
-else:
+    from .. import harness
+else:  # run as a script: the harness is in benchmarks/, one folder up
+    sys.path.insert(1, str(pathlib.Path(__file__).resolve().parent.parent))
     import harness
 
 import altdiff_jax as ad  # noqa: E402

@@ -1,6 +1,6 @@
 """Where the engine's time goes: an XLA CPU profile of the cases behind issue 8's targets.
 
-Run ``python benchmarks/profile.py``. Writes ``benchmarks/results/profile.md``.
+Run ``python benchmarks/experiments/profile.py``. Writes ``benchmarks/results/profile.md``.
 
 Each case is compiled, run once, then run five times under ``jax.profiler.trace``; the
 run with the least busy time is reported. The trace's XLA events (one per executed HLO
@@ -24,7 +24,9 @@ from __future__ import annotations
 import collections
 import glob
 import os
+import pathlib
 import re
+import sys
 import tempfile
 import time
 
@@ -35,8 +37,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 if __package__:
-    from . import harness
-else:
+    from .. import harness
+else:  # run as a script: the harness is in benchmarks/, one folder up
+    sys.path.insert(1, str(pathlib.Path(__file__).resolve().parent.parent))
     import harness
 
 import altdiff_jax as ad  # noqa: E402

@@ -15,21 +15,25 @@ For each size of the paper's generator (Tiny, Small, Medium; Large with ``--size
 
 Default threading (no thread variables set), float64, default ``Options``.
 
-    python benchmarks/profile_sizes.py [--sizes Tiny Small Medium] [--repeats 3]
+    python benchmarks/experiments/profile_sizes.py [--sizes Tiny Small Medium] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pathlib
+import sys
 import time
 
 import numpy as np
 
 _THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
-try:
-    from benchmarks import harness, profile
-except ImportError:  # run as a script
+if __package__:
+    from .. import harness
+    from . import profile
+else:  # run as a script: the harness is in benchmarks/, one folder up
+    sys.path.insert(1, str(pathlib.Path(__file__).resolve().parent.parent))
     import harness
     import profile
 if _THREADS is None:  # profile pins one OpenBLAS thread for its own tables; this one runs as a user would
