@@ -1,4 +1,6 @@
-"""Reverse mode without Jacobians: the transpose of the Alt-Diff recursion (math note §6).
+"""Reverse mode without Jacobians: the transpose of the Alt-Diff recursion.
+
+The mathematics: ``docs/mathematics.md``, "The adjoint recursion".
 
 With the active set frozen at the solution, one Jacobian iteration (eqs. 5ga–5gd) is a
 linear map ``u⁺ = T u + S σ`` of the carried derivative u = (J_x, J_s, J_λ, J_ν, J_z, J_μ)

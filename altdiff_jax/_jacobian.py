@@ -84,8 +84,9 @@ def jacobian_step(
     the bound block): ``J -> J⁺``.
 
     ρ is held constant within the step (an adaptive ρ changes the transient, not the
-    fixed point, which is the differentiated KKT system: math note §4). ``tol`` sets
-    the tie-break of weakly active constraints (see :func:`active_margin`).
+    fixed point, which is the differentiated KKT system: ``docs/mathematics.md``,
+    "Alternating differentiation"). ``tol`` sets the tie-break of weakly active constraints
+    (see :func:`active_margin`).
     """
     A, _, G, _, _, _ = constraints
     rho_eq = EQUALITY_WEIGHT * rho

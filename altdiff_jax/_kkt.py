@@ -50,41 +50,39 @@ from ._objective import bound_diagonal
 from ._problem import Constraints
 
 REFINEMENT_STEPS = {4: 12, 8: 6}
-"""Iterative-refinement steps by item size: float32's regularisation δ = 3.5e-4 is not small
-against a badly scaled problem's spectrum, and each step only gains a factor of about
-δ·‖K⁻¹‖ (measured: 4 steps leave 4e-3 relative on P·1e-3 in float32, 12 leave 4e-7).
-Float64 takes up to 6, for the uneven convergence described at ``STALL_FLOOR``."""
+"""Most iterative-refinement steps, by item size. Each step gains a factor of about δ·‖K⁻¹‖,
+and float32's regularisation δ = 3.5e-4 is not small against a badly scaled problem's
+spectrum (for a P scaled by 1e-3, 4 steps leave a 4e-3 relative error, 12 leave 4e-7);
+float64 needs up to 6, for the uneven convergence described at ``STALL_FLOOR``."""
 
 
 ROUND_OFF_ULPS = {4: 1, 8: 64}
 """By item size, a refinement correction this many ulps of the iterate or below is round-off.
-Float64: measured on 512 QPs with n 50, the second correction is 2e-15 (median) to 8e-15
-(max) relative and later ones stay at 1e-15, noise that cost every lane of a batch two
-more steps. Float32 keeps one ulp: 64 (7.6e-6) left 1.1e-6 on the float32 softmax layer
-(tests/test_layers_smooth.py::test_float32_in_float32_out, atol 1e-6)."""
+Float64's corrections level off at a few ulps (1e-15 relative) after the first, and 64 ulps
+stops there instead of making every lane of a batch pay for more steps of noise. Float32
+keeps one ulp: 64 of its ulps (7.6e-6) would stop short of the 1e-6 accuracy of its
+layers."""
 
 
 STALL_FLOOR = {4: float("inf"), 8: 1e-12}
 """By item size, a relative correction that stopped shrinking counts as round-off noise (and
 ends refinement) only below this; above it refinement goes on to its step limit. The
 regularised solve of the O(n) layers converges unevenly: on a sparsemax row with scores
-±40 the multiplier's corrections went 3.0e-7, 3.1e-7, and stopping there left 2.0e-9 in
-the stationarity, where 6 steps reach 0 (``tests/test_layers_sparsemax.py``). Float32
-keeps the plain shrink test (an infinite floor; a floor of 0 would run its solves to the
-12-step limit)."""
+±40 the multiplier's corrections can repeat at 3e-7 before falling to round-off, and
+refinement must go on through them for the stationarity to reach 0. Float32 keeps the
+plain shrink test (an infinite floor; a floor of 0 would run its solves to the 12-step
+limit)."""
 
 
 PREDICTED_STOP = {4: False, 8: True}
 """By item size, whether refinement also stops once the next correction, predicted from the
 last three at the slower of their two rates (c_k · max(c_k / c_{k−1}, c_{k−1} / c_{k−2})),
-is at round-off while the last one is below ``STALL_FLOOR``. Measured on the paper's Tiny
-QP (n 1500, 253 active rows): the corrections went 5.3e-6, 2.8e-10, 9.6e-14, then
-8.1e-14, 5.7e-14, 5.2e-14 (round-off noise of a 1500-column system, which shrinks by
-chance often enough to pass the 0.9× test); the prediction after the third, 3e-17, stops
-there, saving three of six steps per solve. The slower rate keeps uneven convergence
-going: a sparsemax row with scores ±67 went 0.14, 1.5e-7, 5.7e-8, 7.0e-13, where the last
-rate alone predicts 9e-18 but the stationarity was still 3.3e-11
-(``tests/test_layers_sparsemax.py``). Float32 keeps its tuned rule."""
+is at round-off while the last one is below ``STALL_FLOOR``. The round-off noise of a large
+system (a few 1e-14 for n 1500) shrinks by chance often enough to pass the 0.9× shrink
+test, so without the prediction refinement runs to its step limit on noise; the slower of
+the two rates keeps uneven convergence going, where the last rate alone would predict
+round-off too early (a sparsemax row with large scores). Float32 uses the shrink test
+alone."""
 
 
 REUSED_CHANGES = 3

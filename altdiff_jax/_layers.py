@@ -3,8 +3,7 @@
 Each is one equality row 1ᵀx = 1 plus bounds, with a separable objective, so every
 linear system of the solve (x-update, Jacobian step, polishing, the ``kkt`` strategy)
 is a diagonal plus a rank-one matrix (``_linalg``): O(n) time and memory per problem and
-per carried column, no n × n array anywhere (``tests/test_layers_sparsemax.py``,
-``tests/test_layers_smooth.py`` inspect the jaxprs).
+per carried column, no n × n array anywhere in the traced program.
 
 * Sparsemax layers: the QP with P = 2I (:class:`~altdiff_jax._linalg.Diagonal`),
   q = −2y, A = 1ᵀ (:class:`~altdiff_jax._linalg.RowVector`), b = 1, 0 <= x (<= u),
@@ -89,7 +88,7 @@ def sparsemax(y: jax.Array, options: Optional[Options] = None, init: Optional[So
     x* = argmin_x ‖x − y‖²  s.t.  1ᵀx = 1,  x >= 0  (Martins & Astudillo, 2016), the QP
     with P = 2I, q = −2y, A = 1ᵀ, b = 1 and the lower bound 0, solved by ADMM with O(n)
     iterations and polished to the exact projection (support and threshold τ exact to
-    round-off, ``tests/test_layers_sparsemax.py``). Follows :func:`solve`'s
+    round-off). Follows :func:`solve`'s
     conventions: a pure function (jit, vmap over a batch of y, ``jax.grad`` with respect
     to y by the strategy of ``Options.differentiation``) with a reported status.
 
@@ -151,7 +150,7 @@ def constrained_sparsemax(
         >>> from altdiff_jax import constrained_sparsemax
         >>> sol = constrained_sparsemax(jnp.array([1.0, 0.5, -1.0]),
         ...                             jnp.array([0.5, 0.5, 0.5]))
-        >>> [round(v, 12) for v in sol.x.tolist()]  # exact up to round-off
+        >>> [round(v, 6) for v in sol.x.tolist()]  # exact up to the dtype's round-off
         [0.5, 0.5, 0.0]
     """
     y = _as_vector("y", y)

@@ -22,7 +22,8 @@ The loop driver is generic over the objective. An objective supplies
 The proximal term σ/2‖x − xᵏ‖² (OSQP's) makes H positive definite for every PSD P and
 every A, G: singular P, LPs, rank-deficient and duplicated constraints run like any other
 problem. It vanishes at a fixed point, so the solution, the KKT system and the fixed point
-of the Jacobian recursion (the differentiated KKT system, math note §4) do not depend on σ.
+of the Jacobian recursion (the differentiated KKT system, ``docs/mathematics.md``) do not
+depend on σ.
 """
 
 from __future__ import annotations

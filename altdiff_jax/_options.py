@@ -48,9 +48,8 @@ class Options:
     ``Options`` is hashable, so it can be closed over by a jitted function. It is also a
     pytree whose numeric fields (``tol``, ``rho``, ``alpha``, ``sigma``,
     ``infeasibility_tol``) are leaves: pass it as an argument of a jitted function and new
-    values of those fields, ``tol=None`` included, reuse the compiled code
-    (``tests/test_transforms.py::test_no_recompilation_for_new_data_or_new_numeric_options``).
-    The other fields are static.
+    values of those fields, ``tol=None`` included, reuse the compiled code. The other
+    fields are static: a new value compiles again.
 
     The defaults are an OSQP-like engine. The paper's configuration is
     ``Options(rho=1.0, alpha=1.0, sigma=..., adaptive_rho=False, scaling_iterations=0,
@@ -102,11 +101,24 @@ class Options:
             backward pass (cost of a primal iteration per iteration); ``"kkt"`` solves the
             KKT system on the active set at the solution, as OptNet does; ``"auto"``
             (default) is ``"kkt"`` wherever that system is available (every QP and
-            layer; ``solve_convex`` with a diagonal Hessian) and ``"adjoint"`` otherwise,
-            the fastest in ``benchmarks/results/speed.md`` (README, "Which
-            differentiation strategy when"). For ``jacobians`` and ``jvp``, which always
-            carry Alt-Diff's Jacobians, ``"altdiff"`` returns the carried ones and
-            ``"auto"`` the exact ones at a polished solution (see ``jacobians``).
+            layer) and ``"adjoint"`` otherwise (``solve_convex``), the fastest in
+            ``benchmarks/results/speed.md`` (guide: ``docs/guides/differentiation.md``).
+            For ``jacobians`` and ``jvp``, which run Alt-Diff's recursion, ``"altdiff"``
+            returns the carried Jacobians and ``"auto"`` the exact ones at a polished
+            solution (see ``jacobians``).
+
+    Examples:
+        >>> import jax
+        >>> import altdiff_jax as ad
+        >>> options = ad.Options(tol=1e-8, differentiation="adjoint")
+        >>> jax.tree_util.tree_leaves(options)  # tol, rho, alpha, sigma, infeasibility_tol
+        [1e-08, 0.1, 1.6, 1e-06, 1e-05]
+        >>> options.max_iter, options.polish  # static fields
+        (10000, True)
+        >>> ad.Options(alpha=2.5)
+        Traceback (most recent call last):
+            ...
+        ValueError: Options.alpha must be in (0, 2), got 2.5
     """
 
     tol: Any = None

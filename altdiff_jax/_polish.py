@@ -12,8 +12,8 @@ when it no longer changes.
 The polished point is kept only if it is better than the ADMM iterate by the residuals
 and the duality gap (``Residuals.merit``); otherwise the solve returns the ADMM iterate,
 and ``info.polished`` says which. When the active set is right, the answer is exact to
-round-off: exact multipliers (``tests/test_layers_sparsemax.py``: stationarity 6e-15
-relative), bounds met exactly, exact zeros for sparse layers.
+round-off: multipliers whose stationarity is at round-off, bounds met exactly, exact zeros
+for sparse layers.
 """
 
 from __future__ import annotations

@@ -33,6 +33,18 @@ class QP(NamedTuple):
         h: ``(m,)`` inequality right-hand side, or None.
         lb: ``(n,)`` lower bounds (entries may be ``-inf``), or None.
         ub: ``(n,)`` upper bounds (entries may be ``inf``), or None.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import altdiff_jax as ad
+        >>> problem = ad.QP(P=jnp.eye(2), q=jnp.array([1.0, -1.0]), lb=jnp.zeros(2))
+        >>> [name for name, leaf in problem._asdict().items() if leaf is None]  # absent
+        ['A', 'b', 'G', 'h', 'ub']
+
+        A batch of problems that differ in q only, for ``jax.vmap(ad.solve, in_axes=(in_axes,))``
+        with ``q`` of shape ``(B, n)``:
+
+        >>> in_axes = ad.QP(P=None, q=0, lb=None)
     """
 
     P: jax.Array
@@ -151,7 +163,8 @@ def bounds(owner, lb, ub, n, dtype, source, reference="P") -> tuple[jax.Array, j
 
 
 def data_gradients(x, lam, nu, q_bar, b_bar, h_bar, lb_bar=None, ub_bar=None, matrices=(True, True, True)) -> QP:
-    """All data gradients from the cotangents of q, b, h (and the bounds) (math note §5).
+    """All data gradients from the cotangents of q, b, h (and the bounds)
+    (``docs/mathematics.md``, "Gradients of every parameter").
 
     P, A and G enter the KKT conditions only as ``dq = dP x + dAᵀλ + dGᵀν``,
     ``db = −dA x`` and ``dh = −dG x``, for every output (x, s, λ, ν, μ), hence the outer

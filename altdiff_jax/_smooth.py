@@ -320,25 +320,28 @@ def solve_convex(
 
     The x-update of ADMM is a damped Newton solve with Hessians from JAX's autodiff, the
     result is polished by Newton steps on its active set, and differentiation works as
-    for :func:`altdiff_jax.solve` (``Options.differentiation``): ``jax.grad`` gives
-    gradients for every array leaf of ``theta`` and for A, b, G, h, lb, ub. Differences
+    for :func:`altdiff_jax.solve` (``Options.differentiation``, whose ``"auto"`` is
+    ``"adjoint"`` here): ``jax.grad`` gives gradients for every array leaf of ``theta``
+    and for A, b, G, h, lb, ub. Differences
     from :func:`altdiff_jax.solve`, by necessity: the data are not equilibrated
     (``Options.scaling_iterations`` is ignored: the objective is a black box), the
     stopping rule has no duality gap (no closed-form dual), and no unboundedness
     certificate exists for a general objective: an unbounded problem ends in
-    ``MAX_ITER`` or ``NONFINITE``, never in a wrong ``SOLVED``
-    (``tests/test_layers_smooth.py``).
+    ``MAX_ITER`` or ``NONFINITE``, never in a wrong ``SOLVED``.
 
     Args:
         objective: ``objective(x, theta) -> ()``, smooth and convex in ``x (n,)``; a
             hashable function (defined once, not a new lambda per call, to avoid
             recompilation).
         theta: a pytree of arrays, the parameters.
-        A, b: ``(p, n)``, ``(p,)`` equalities, or None.
-        G, h: ``(m, n)``, ``(m,)`` inequalities, or None.
+        A: ``(p, n)`` equality matrix, or None (given together with ``b``).
+        b: ``(p,)`` equality right-hand side, or None (given together with ``A``).
+        G: ``(m, n)`` inequality matrix, or None (given together with ``h``).
+        h: ``(m,)`` inequality right-hand side, or None (given together with ``G``).
         options: :class:`Options`.
         init: a previous :class:`Solution` to start from.
-        lb, ub: ``(n,)`` bounds (entries may be ∓inf), or None.
+        lb: ``(n,)`` lower bounds (entries may be ``-inf``), or None.
+        ub: ``(n,)`` upper bounds (entries may be ``inf``), or None.
         x0: ``(n,)`` floating starting point of the primal iterate when ``init`` is None;
             needed when ``objective`` is undefined at 0 (the default start), as an
             entropy is. Its dtype and shape fix ``n`` and the dtype; otherwise they come

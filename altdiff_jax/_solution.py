@@ -12,6 +12,11 @@ class Status(enum.IntEnum):
     """Outcome of a solve, stored as an int32 array in ``Solution.info.status``.
 
     Compare with ``==`` inside or outside jit: ``sol.info.status == Status.SOLVED``.
+
+    Examples:
+        >>> from altdiff_jax import Status
+        >>> Status(3).name, Status.PRIMAL_INFEASIBLE.message
+        ('PRIMAL_INFEASIBLE', 'the constraints have no feasible point (certificate found)')
     """
 
     SOLVED = 0
@@ -65,6 +70,16 @@ class Info(NamedTuple):
             relative size of the last refinement correction of that solve.
         polished: bool ``()``, whether the returned point is the polished one (the reduced
             KKT solve on the guessed active set was better than the ADMM iterate).
+
+    Examples:
+        A failed solve is reported in ``info``, never raised; here x <= −1 and x >= 1:
+
+        >>> import jax.numpy as jnp
+        >>> import altdiff_jax as ad
+        >>> G, h = jnp.array([[1.0], [-1.0]]), jnp.array([-1.0, -1.0])
+        >>> info = ad.solve(ad.QP(P=jnp.eye(1), q=jnp.zeros(1), G=G, h=h)).info
+        >>> ad.Status(int(info.status)).name, bool(info.polished)
+        ('PRIMAL_INFEASIBLE', False)
     """
 
     status: jax.Array

@@ -3,7 +3,7 @@
 Reverse mode goes through a ``custom_vjp`` whose rules dispatch on
 ``Options.differentiation``; every strategy ends in the same place: cotangents of the
 scaled seeds (∂∇f, ∂b, ∂h, ∂lb, ∂ub), mapped to the user's q, b, h, lb, ub, then to P,
-A, G (math note §5).
+A, G (``docs/mathematics.md``, "Gradients of every parameter").
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ from ._solution import Solution, Status
 
 BATCH_POLISH_ATTEMPTS = {4: 0, 8: 2}
 """Polishing stops per lane in a vmapped batch of dense problems (``_driver.run``), by item
-size. Measured on 512 QPs with n 50 (vmap of solve, best of 7): in float64 two stops cut
-the loop from 140 to 40 iterations and every-leaf-batched solves from 0.58 to 0.32 s (a
-lane whose guesses fail twice converges in the loop instead of making the whole batch pay
-for more passes); in float32 (polished by LU of K_δ with up to 12 refinement steps) the
-stops made the polish pass dearer than the iterations they saved (P, A, G shared: 0.15 s
-without, 0.29 s with), so a float32 batch polishes only after the loop."""
+size. Float64 stops twice: early polishing ends most lanes long before the loop would, and
+a lane whose guesses fail twice converges in the loop instead of making the whole batch pay
+for more polishing passes. Float32 polishes only after the loop: its polish (LU of K_δ with
+up to 12 refinement steps) costs more than the iterations an early stop saves. Tuned on the
+batch of 512 QPs with n 50 in ``benchmarks/results/batches.md``."""
 
 EXPLICIT_INVERSE_COLUMNS = 16
 """Carried Jacobian columns from which one problem's x-update keeps H(ρ)⁻¹ explicitly
@@ -172,13 +171,12 @@ def usable(solution: Solution) -> jax.Array:
 def strategy_for(structure: Structure, kkt_available: bool) -> str:
     """The differentiation strategy, with ``"auto"`` resolved at trace time.
 
-    Measured (``benchmarks/results/speed.md``): for ``jax.grad`` the adjoint pass beats
-    carried Alt-Diff Jacobians already at one column (1.4× at n 200, growing to 7.8× at
-    64 columns), and the KKT pullback at the (polished, exact) solution beats the adjoint
-    (n 500 all six leaves: 0.046 s vs 0.076 s; Tiny: 0.89 s vs 1.21 s; 256 sparsemax
-    layers: 0.8 s vs 24 s). So ``"auto"`` is ``"kkt"`` wherever the reduced KKT system
-    is available (QPs, and smooth objectives with a diagonal Hessian), the adjoint
-    otherwise. ``jacobians`` and ``jvp`` always carry Alt-Diff Jacobians."""
+    ``"auto"`` is ``"kkt"`` wherever the reduced KKT system is available (QPs, and smooth
+    objectives with a diagonal Hessian), the adjoint otherwise: for ``jax.grad`` the KKT
+    pullback at the (polished, exact) solution is faster than the adjoint pass, which is
+    faster than carried Alt-Diff Jacobians already at one column
+    (``benchmarks/results/speed.md``). ``jacobians`` and ``jvp`` do not use this choice:
+    they run the Alt-Diff recursion (see :func:`jacobians`)."""
     if structure.differentiation != "auto":
         return structure.differentiation
     return "kkt" if kkt_available else "adjoint"
@@ -350,13 +348,17 @@ def solve(problem: QP, options: Optional[Options] = None, init: Optional[Solutio
     leaves batched), and take ``jax.grad`` of a loss of any field of the returned
     :class:`Solution` with respect to every leaf ``P, q, A, b, G, h, lb, ub``.
 
-    How ``jax.grad`` differentiates is ``Options.differentiation``. With ``"altdiff"``
+    How ``jax.grad`` differentiates is ``Options.differentiation``. The default
+    ``"auto"`` is ``"kkt"``: the forward loop carries nothing, and the backward pass
+    solves the KKT system on the active set at the solution, with the polish's factor
+    when the solution is polished (exact to round-off). With ``"adjoint"`` the backward
+    pass iterates the transposed Alt-Diff recursion on the cotangent. With ``"altdiff"``
     the loop also carries the Jacobians of the iterates with respect to the
     differentiated parameters (paper eqs. 5ga–5gd) and the stopping rule waits for them
-    to settle, so ``Options.tol`` truncates both the solution and its derivative; the
-    default ``"auto"`` does so when few columns are needed and runs the adjoint pass
-    otherwise. A failed solve (infeasible, unbounded, non-finite) has a zero gradient; a
-    ``MAX_ITER`` one has the gradient of its truncated iterate.
+    to settle, so ``Options.tol`` truncates both the solution and its derivative. A
+    failed solve (infeasible, unbounded, non-finite) has a zero gradient; a ``MAX_ITER``
+    one has the gradient of its truncated iterate (for ``"kkt"``, on the active set read
+    from that iterate).
 
     Forward mode (``jax.jvp``, ``jax.jacfwd``) cannot pass this function's
     ``custom_vjp``; use :func:`jvp` for tangents and :func:`jacobians` for the full
@@ -416,15 +418,17 @@ def vjp(
     """Solve and pull a cotangent back to every leaf, reporting the backward pass.
 
     The same computation as ``jax.grad`` through :func:`solve`, with the strategy of
-    ``Options.differentiation`` (``"auto"``: the adjoint pass, since every leaf is
-    differentiated), but it also returns the diagnostics of the backward pass (its
-    status, iteration count and last change), which ``jax.grad`` has no way to return.
+    ``Options.differentiation`` (``"auto"``: ``"kkt"``, one solve with the KKT system at
+    the solution, as for :func:`solve`), but it also returns the diagnostics of the
+    backward pass (its status, iteration count and last change), which ``jax.grad`` has
+    no way to return.
 
     Args:
         problem: the :class:`QP`.
         cotangent: ``x̄ (n,)``, or an object with fields ``x, s, lam, nu`` and
             optionally ``mu`` (None for zero).
-        options, init: as in :func:`solve`.
+        options: :class:`Options`, as in :func:`solve`.
+        init: a previous :class:`Solution` to start from, as in :func:`solve`.
 
     Returns:
         ``(solution, grads, backward_info)``; ``grads`` is a :class:`QP` of gradients
@@ -432,6 +436,16 @@ def vjp(
 
     Raises:
         TypeError: if differentiated itself (it is a derivative, not a layer).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import altdiff_jax as ad
+        >>> problem = ad.QP(P=jnp.eye(2), q=jnp.array([1.0, -1.0]), lb=jnp.zeros(2))
+        >>> sol, grads, backward = ad.vjp(problem, jnp.ones(2))  # x* = max(−q, 0)
+        >>> (grads.q.round(6) + 0.0).tolist()  # ∂(x₁* + x₂*)/∂q: x₁* sits on its bound
+        [0.0, -1.0]
+        >>> ad.Status(int(backward.status)).name, grads.A  # no A in the problem: None
+        ('SOLVED', None)
     """
     problem = _not_differentiable("vjp", problem)
     data, numerics, z0, options = _prepare(problem, options, init)
@@ -468,20 +482,27 @@ def jvp(
 ) -> tuple[Solution, jax.Array]:
     """Forward mode: the solution and its tangent dx* along ``tangents``, by Alt-Diff.
 
-    One tangent column is carried through the recursion of eqs. (5ga)–(5gd), about one
-    extra primal iteration per iteration. Tangents of P, A and G enter through the
-    current iterate (∂∇f = dq + dP x + dAᵀλ + dGᵀν, ∂b = db − dA x, ∂h = dh − dG x),
-    whose fixed point is the differentiated KKT system. The loop stops when the
-    residuals and the change of the tangent are below ``Options.tol``. With
-    ``Options.differentiation="altdiff"`` that carried tangent is returned; otherwise a
-    polished solution's tangent is the exact fixed point on its active set, as in
-    :func:`jacobians`.
+    The tangent is that of the recursion of eqs. (5ga)–(5gd). Tangents of P, A and G
+    enter through the current iterate (∂∇f = dq + dP x + dAᵀλ + dGᵀν, ∂b = db − dA x,
+    ∂h = dh − dG x), whose fixed point is the differentiated KKT system.
+    ``Options.differentiation`` chooses how it is computed, as in :func:`jacobians`:
+
+    * ``"auto"`` (the default; also ``"kkt"`` and ``"adjoint"``), with polishing: solve
+      first; where the solution is polished, its tangent is the fixed point on the
+      polished active set, solved with the polish's factor (exact to round-off);
+      otherwise (not polished, or that solve did not settle), if the solve converged or
+      stalled, the loop continues from the solution carrying the tangent. A failed solve, or one stopped at ``max_iter``
+      before it could be polished, has a zero tangent.
+    * ``"altdiff"`` (or ``polish=False``): one tangent column is carried through the loop
+      from the start, about one extra primal iteration per iteration, and the loop stops
+      when the residuals and the change of the tangent are below ``Options.tol``.
 
     Args:
         problem: the :class:`QP`.
         tangents: a :class:`QP` of tangent arrays shaped like the problem's leaves;
             None for a zero tangent (and for an absent block).
-        options, init: as in :func:`solve`.
+        options: :class:`Options`, as in :func:`solve`.
+        init: a previous :class:`Solution` to start from, as in :func:`solve`.
 
     Returns:
         ``(solution, tangent_x)`` with ``tangent_x`` of shape ``(n,)``.
@@ -538,16 +559,19 @@ def jacobians(
 ) -> tuple[Solution, dict[str, jax.Array]]:
     """Solve a QP and return the Jacobians of x* by Alt-Diff, the paper's product.
 
-    The loop carries one Jacobian column per entry of the parameters in ``wrt`` (n for q,
-    p for b, m for h, n for each of lb and ub) beside the iterates (eqs. 5ga–5gd).
-    ``Options.differentiation`` chooses what is returned:
+    The Jacobians are those of the recursion of eqs. (5ga–5gd), one column per entry of
+    the parameters in ``wrt`` (n for q, p for b, m for h, n for each of lb and ub).
+    ``Options.differentiation`` chooses how they are computed:
 
-    * ``"auto"`` (the default): where the solution is polished (``info.polished``), the
-      Jacobians are the fixed point of the recursion on the polished active set, solved
-      with the polish's factor: exact to round-off, and the loop stops as soon as the
-      polished point meets the tolerance. Elsewhere they are the carried ones.
-    * ``"altdiff"``: the carried Jacobians only, truncated by the same stopping rule as
-      the solution (the change of each block <= ``Options.tol``), as in the paper.
+    * ``"auto"`` (the default), with polishing: solve first, carrying nothing; where the
+      solution is polished (``info.polished``), the Jacobians are the fixed point of the
+      recursion on the polished active set, solved with the polish's factor: exact to
+      round-off. Otherwise (not polished, or that solve did not settle), if the solve
+      converged or stalled, the loop continues from the solution carrying the columns
+      beside the iterates.
+    * ``"altdiff"`` (and ``"auto"`` with ``polish=False``): the loop carries the columns
+      from the start, truncated by the same stopping rule as the solution (the change of
+      each block <= ``Options.tol``), as in the paper.
 
     With ``"auto"`` and polishing (the default), a failed solve (``info.status``
     infeasible, unbounded or non-finite), or one stopped at ``max_iter`` before it could be
