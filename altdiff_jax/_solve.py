@@ -278,6 +278,13 @@ def _forward_for_gradient(structure, data, numerics, init, perturbed, wrt=None, 
     return strategy, forward, split_columns(forward.scaling.unscale(forward.J), sizes, wrt)
 
 
+def constants_unfolded(data: QP) -> QP:
+    """``data`` through an optimisation barrier: matrices a jitted function closes over are
+    compile-time constants, and without the barrier XLA would evaluate the solver's set-up
+    on them (equilibration, Gram matrices) while compiling, far slower than running it."""
+    return jax.lax.optimization_barrier(data)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def solve_qp(structure: Structure, data: QP, numerics: Numerics, init: Iterate) -> Solution:
     """The QP solve with its custom_vjp: ``data`` is a :class:`QP` of operators (P, A, G)
@@ -325,7 +332,7 @@ solve_qp.defvjp(_solve_qp_fwd, _solve_qp_bwd, symbolic_zeros=True)
 def _prepare(problem: QP, options: Optional[Options], init: Optional[Solution]):
     P, q, constraints = validate_qp(problem)
     options = resolve_options(options)
-    data = QP(P, q, *constraints)
+    data = constants_unfolded(QP(P, q, *constraints))
     z0 = initial_iterate(init, constraints, q.shape[0], q.dtype)
     return data, options.numerics(q.dtype), z0, options
 
