@@ -11,6 +11,11 @@ it uses the two helpers here:
   small batch of their own.
 
 :func:`is_batched` tells, at trace time, whether a value is batched by ``vmap``.
+
+Public JAX only: both :func:`is_batched` and :func:`on_needing_lanes` learn about the
+batch from a ``jax.custom_batching.custom_vmap`` rule, which JAX calls exactly when the
+values it is given are batched (with the batch size and which of them are), never from
+the tracers themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 COMPACTED_LANES = 16
 """:func:`on_needing_lanes` gathers at most 1/COMPACTED_LANES of a batch (at least 8 lanes)
@@ -27,19 +33,32 @@ at a time."""
 
 
 def is_batched(*trees) -> bool:
-    """Whether any leaf is being batched by ``jax.vmap`` (inspected at trace time)."""
-    try:
-        from jax._src.interpreters import batching
-        BatchTracer = batching.BatchTracer
-    except (ImportError, AttributeError):  # a JAX without this internal: assume unbatched
+    """Whether any array leaf is being batched by ``jax.vmap``, as seen at trace time.
+
+    The leaves go through a ``custom_vmap`` identity whose rule, run by JAX exactly when
+    some of its inputs carry a batch axis of an enclosing ``vmap`` (any level of nested
+    ``vmap``s), records that they do. Their tangents are stopped first, so under
+    forward-mode autodiff the primal values decide (a ``jvp`` whose tangents alone are
+    batched, as in ``jax.jacfwd``, does not count), as for the values themselves. A
+    ``vmap`` outside a ``jax.jit`` that contains the call is not seen (the function is
+    traced before it is batched): the same as a ``vmap`` that batches nothing here. The
+    identity leaves nothing in the compiled program (its outputs are unused)."""
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(trees) if isinstance(leaf, jax.Array)]
+    if not leaves:
         return False
-    not_mapped = getattr(batching, "not_mapped", None)  # None in the JAX versions that drop the name
-    for leaf in jax.tree_util.tree_leaves(trees):
-        while isinstance(leaf, jax.core.Tracer):
-            if isinstance(leaf, BatchTracer) and leaf.batch_dim is not not_mapped:
-                return True
-            leaf = getattr(leaf, "primal", getattr(leaf, "val", None))
-    return False
+    seen = []
+
+    @jax.custom_batching.custom_vmap
+    def probe(leaves):
+        return leaves
+
+    @probe.def_vmap
+    def _record(axis_size, in_batched, leaves):
+        seen.append(any(jax.tree_util.tree_leaves(in_batched)))
+        return leaves, in_batched[0]
+
+    probe(lax.stop_gradient(leaves))
+    return any(seen)
 
 
 def computed_where(condition: jax.Array, compute, operands, current):
@@ -64,7 +83,8 @@ def computed_where(condition: jax.Array, compute, operands, current):
 
 
 def _is_array(leaf) -> bool:
-    return isinstance(leaf, (jax.Array, jax.core.Tracer)) or hasattr(leaf, "__array__")
+    """A JAX array or tracer (``jax.Array`` covers both), or a NumPy one."""
+    return isinstance(leaf, jax.Array) or hasattr(leaf, "__array__")
 
 
 def _select_lanes(keep: jax.Array, new, old):
@@ -107,7 +127,10 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
         return jax.tree_util.tree_unflatten(treedef, full)
 
     # The loop as a jaxpr: values it closes over (a user's objective may close over a
-    # batched one) become its constants, passed in as data like the rest.
+    # batched one) become its constants, passed in as data like the rest (a custom_vmap
+    # function must not close over batched values). ``jax.closure_convert`` would hoist
+    # only the closed-over values that autodiff may perturb: not an integer, nor a value
+    # batched by a vmap outside any jit.
     values = [leaves[i] for i in dynamic]
     state_tree = jax.tree_util.tree_structure(state)
     functions = [loop] if step is None or step is loop else [loop, step]
@@ -115,8 +138,8 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
 
     def evaluator(which: int):
         def evaluate(values, consts, state):
-            out = jax.core.eval_jaxpr(closed[which].jaxpr, consts[which],
-                                      *jax.tree_util.tree_leaves((values, state)))
+            out = jaxpr_as_fun(ClosedJaxpr(closed[which].jaxpr, consts[which]))(
+                *jax.tree_util.tree_leaves((values, state)))
             return jax.tree_util.tree_unflatten(state_tree, out)
         return evaluate
 

@@ -35,10 +35,45 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
-try:  # a layout hint (column_major) that older JAX releases may lack
+# ---------------------------------------------------------------- backend-specific choices
+#
+# Every choice that depends on where the program runs is made here, at trace time:
+#
+# * ``on_cpu``: XLA's CPU backend, whose Cholesky and triangular solves are LAPACK calls
+#   (OpenBLAS, one thread each), or another backend (GPU, TPU);
+# * ``column_major``: on CPU, factors pinned column-major, LAPACK's layout, by the
+#   experimental ``jax.experimental.layout.with_layout_constraint`` where this JAX has it
+#   (``LAYOUT_CONSTRAINTS``); elsewhere, or without it, XLA picks the layouts;
+# * ``factors_by_blocks``: on CPU, large factors computed and solved by column blocks
+#   (their matrix products run on every core where LAPACK runs on one); elsewhere the
+#   whole-matrix factor and triangular solves;
+# * ``_cholesky``: on CPU the Cholesky primitive itself (no zeroing of the upper
+#   triangle); elsewhere ``jax.lax.linalg.cholesky``.
+#
+# The plain path (another backend, or no layout API) computes the same results up to
+# round-off: ``tests/test_linalg_fallback.py`` runs both on CPU.
+
+try:  # experimental: other JAX releases lack it or spell it differently
     from jax.experimental.layout import Layout, with_layout_constraint
-except ImportError:  # pragma: no cover - older JAX: XLA picks the layouts, as before
+    Layout(major_to_minor=(1, 0))  # JAX >= 0.7; 0.6 has another Layout (a TypeError here)
+except (ImportError, TypeError):  # pragma: no cover - depends on the JAX release
     Layout = with_layout_constraint = None
+
+LAYOUT_CONSTRAINTS = with_layout_constraint is not None
+"""Whether :func:`column_major` pins layouts on CPU (the experimental layout API is there).
+Read at trace time; ``tests/test_linalg_fallback.py`` sets it False to run the fallback."""
+
+
+def on_cpu() -> bool:
+    """Whether the program being traced runs on XLA's CPU backend: JAX's default backend,
+    which places the arrays of a computation unless told otherwise."""
+    return jax.default_backend() == "cpu"
+
+
+def factors_by_blocks(n: int) -> bool:
+    """Whether :class:`Cholesky` factors and solves an order-``n`` matrix by column blocks:
+    from ``BLOCKED_SOLVE_FROM`` on, on CPU (``benchmarks/results/blocked_cholesky.md``)."""
+    return n >= BLOCKED_SOLVE_FROM and on_cpu()
 
 
 OUTER_GRAM_ENTRIES = 1 << 22
@@ -49,7 +84,7 @@ formed from (:class:`SharedDense`)."""
 def transpose_times(matrix: jax.Array, y: jax.Array) -> jax.Array:
     """``matrixᵀ y`` for ``y (rows,)`` or ``(rows, k)``, contracting the matrix's first axis
     in place: written as ``matrix.T @ y``, XLA on CPU materialises the transpose inside the
-    loop at every iteration (measured: a 500 × 1500 copy, 1.3 ms of a 4.7 ms iteration)."""
+    loop at every iteration (a copy of the whole matrix per iteration)."""
     return jax.lax.dot_general(matrix, y, (((0,), (0,)), ((), ())))
 
 
@@ -102,8 +137,7 @@ class SharedDense(Dense):
     themselves (a loop invariant: XLA forms it once): under ``vmap`` one matrix product
     of the lanes' weights with O, whose ``(lanes, n, n)`` result LAPACK's Cholesky reads
     as it is, where Mᵀ(w·M) is one product too but lays the lanes' matrices out across
-    its columns, and a transposing copy follows (commit message: 6.7 ms of a 512 × n 50
-    batch's polishing round). Up to ``OUTER_GRAM_ENTRIES`` entries of O; the type is
+    its columns, and a transposing copy follows. Up to ``OUTER_GRAM_ENTRIES`` entries of O; the type is
     given at trace time, where ``vmap`` is visible (``_solve._forward``)."""
 
     __slots__ = ()
@@ -211,19 +245,20 @@ def column_major(matrix: jax.Array) -> jax.Array:
     XLA picks the layout of a loop's state itself, and converts by an n × n transposing
     copy wherever a LAPACK call (Cholesky, triangular solve) meets a row-major array: for
     a factor carried by the solver's loop, once per termination check (18 MB at n 1500;
-    Tiny's solve + gradient spent 36 ms in copies with its factor whole and pinned,
-    ``benchmarks/results/profile.md`` at commit ff956ee, where it spent 116 ms at commit
-    347337a). A factor pinned column-major crosses the
-    loops as LAPACK left it. A JAX without ``with_layout_constraint`` gets ``matrix``
-    unchanged: the same values, with XLA's copies.
+    the copies' cost is in ``benchmarks/results/profile.md``). A factor pinned
+    column-major crosses the
+    loops as LAPACK left it. Without the pin: the same values, with XLA's copies.
 
     A pinned array must not leave a ``jax.jit`` as one of its outputs: jax 0.10.2 then
     reports the default layout for it and the next computation reads its buffer
     transposed (``jax.jit(column_major)(M) + 0`` is Mᵀ). Factors never do: they live
     inside the program that made them, and ``jax.grad`` through ``jax.jit(solve)``, where
     the pullback's residuals cross between two programs, gives the gradient compiled
-    whole (``tests/test_solve.py::test_a_large_problem_is_exact_through_the_blocked_factor_and_its_gradient_crosses_jit``)."""
-    if with_layout_constraint is None:
+    whole (``tests/test_solve.py::test_a_large_problem_is_exact_through_the_blocked_factor_and_its_gradient_crosses_jit``).
+
+    Only on CPU (``on_cpu``), and only with the experimental layout API
+    (``LAYOUT_CONSTRAINTS``); elsewhere ``matrix`` unchanged."""
+    if not (LAYOUT_CONSTRAINTS and on_cpu()):
         return matrix
     batch = tuple(range(matrix.ndim - 2))
     return with_layout_constraint(matrix, Layout(major_to_minor=(*batch, matrix.ndim - 1, matrix.ndim - 2)))
@@ -233,15 +268,25 @@ def _cholesky(matrix: jax.Array) -> jax.Array:
     """The lower Cholesky factor of a matrix symmetric by construction (every matrix (*) is:
     P enters through its symmetric part), stored column-major (``column_major``).
 
-    LAPACK is handed ``matrix.T`` (it reads that one's lower triangle, ``matrix``'s upper
-    one): the column-major storage of ``matrix.T`` is the row-major storage of ``matrix``,
-    so XLA forms it in a streaming pass where ``matrix`` itself needs a transposing one.
+    The factorisation is handed ``matrix.T`` (it reads that one's lower triangle,
+    ``matrix``'s upper one): on CPU the column-major storage LAPACK reads of ``matrix.T``
+    is the row-major storage of ``matrix``, so XLA forms it in a streaming pass where
+    ``matrix`` itself needs a transposing one. Every backend reads the same triangle and
+    skips the symmetrising pass (the matrix is symmetric by construction).
 
-    The factor's strict upper triangle is left as LAPACK leaves it (the input's entries):
-    every use of the factor is a triangular solve that reads the lower triangle only. This
-    skips two n × n passes of ``jax.lax.linalg.cholesky`` (the symmetrising one and the
-    zeroing of the upper triangle). A failed factorisation is all NaN, as there."""
-    return column_major(jax.lax.linalg.cholesky_p.bind(matrix.T))
+    On CPU the Cholesky primitive is bound directly (``jax.lax.linalg.cholesky_p``,
+    exported by the public ``jax.lax.linalg``), and the factor's strict upper triangle is
+    left as LAPACK leaves it (the input's entries): every use of the factor is a
+    triangular solve that reads the lower triangle only. ``jax.lax.linalg.cholesky`` gives
+    the same lower triangle bit for bit and zeroes the upper one by a select, which by
+    itself costs no pass (XLA fuses it into the select that NaNs a failed factorisation)
+    but changes XLA's layouts where the factor meets the loops' state: the optimised
+    solve + gradient of a dense QP then holds more n × n copies (25 instead of 19 at
+    n 300, pinned layouts; 25 instead of 23 unpinned). Elsewhere the public
+    ``jax.lax.linalg.cholesky``. A failed factorisation is all NaN."""
+    if on_cpu():
+        return column_major(jax.lax.linalg.cholesky_p.bind(matrix.T))
+    return jax.lax.linalg.cholesky(matrix.T, symmetrize_input=False)
 
 
 SOLVE_BLOCK = 256
@@ -250,9 +295,8 @@ SOLVE_BLOCK = 256
 
 MAX_SOLVE_BLOCKS = 8
 """Most blocks of a factor: each block adds operations to every solve's graph, and so
-compile time (the Tiny QP's solve + gradient, n 1500, compiled in 9 s with the factor
-whole, 13 s in blocks of 256, 19 s in blocks of 128, at run times within noise of each
-other: measured for commit 7152130, whose message records it)."""
+compile time, which grows with the block count while run time stays within noise (the
+measurement is in the history of this constant: ``git log -S MAX_SOLVE_BLOCKS``)."""
 
 BLOCKED_SOLVE_FROM = 384
 """Order from which :class:`Cholesky` factors and solves by blocks (below it, LAPACK's
@@ -268,10 +312,11 @@ def _block_edges(n: int) -> list[tuple[int, int]]:
 class Cholesky(NamedTuple):
     """A dense symmetric positive definite matrix by its lower Cholesky factor.
 
-    From order ``BLOCKED_SOLVE_FROM`` the factor is computed and kept by column blocks
-    (``_block_edges``; ``diagonal``: the triangular blocks L_kk, ``panels``: the blocks
-    below them). Factoring is left-looking: one matrix product per block brings its
-    column up to date, then a small Cholesky gives L_kk and a triangular solve the panel.
+    On CPU from order ``BLOCKED_SOLVE_FROM`` (``factors_by_blocks``) the factor is computed
+    and kept by column blocks (``_block_edges``; ``diagonal``: the triangular blocks L_kk,
+    ``panels``: the blocks below them). Factoring is left-looking: one matrix product per
+    block brings its column up to date, then a small Cholesky gives L_kk and a triangular
+    solve the panel.
     A solve runs block by block: a small triangular solve with L_kk, then one
     matrix–vector product with the panel for all the rows below it (forward; the
     transposed products backward). The arithmetic is that of LAPACK's blocked
@@ -294,8 +339,9 @@ class Cholesky(NamedTuple):
 
     @classmethod
     def factor(cls, matrix: jax.Array) -> "Cholesky":
-        """By blocks from order ``BLOCKED_SOLVE_FROM`` (:meth:`by_blocks`), whole below."""
-        return cls.by_blocks(matrix) if matrix.shape[-1] >= BLOCKED_SOLVE_FROM else cls(_cholesky(matrix))
+        """By blocks where ``factors_by_blocks`` says so (:meth:`by_blocks`: on CPU from order
+        ``BLOCKED_SOLVE_FROM``), whole otherwise."""
+        return cls.by_blocks(matrix) if factors_by_blocks(matrix.shape[-1]) else cls(_cholesky(matrix))
 
     @classmethod
     def by_blocks(cls, matrix: jax.Array) -> "Cholesky":
@@ -350,8 +396,7 @@ class ExplicitInverse(NamedTuple):
     """A dense symmetric positive definite matrix by its inverse, formed from its Cholesky
     factor (L⁻¹ by one triangular solve, then L⁻ᵀL⁻¹): each solve is one matrix product.
     For the x-update of a vmapped batch of small problems, where a batched triangular
-    solve runs lane by lane (1–3 ms per call for 512 lanes with n 50 on this machine,
-    ``benchmarks/results/profile.md``) and a batched product does not
+    solve runs lane by lane (``benchmarks/results/profile.md``) and a batched product does not
     (``_objective.make_x_solver``).
 
     Attributes:

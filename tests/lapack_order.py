@@ -18,11 +18,22 @@ instructions that call LAPACK (directly, or inside the loops, conditionals and c
 run) and reports every pair with no path of operands between them. Control edges are
 not counted as an order: XLA's CPU runtime orders operations by the buffers they share.
 It raises if it did not find every LAPACK call of the text or every computation called.
+
+:data:`cpu_only` marks the tests that read XLA's CPU programs (their LAPACK calls, their
+layouts, :func:`output_layouts`): other backends have neither, and skip them.
+:data:`reads_pinned_layouts` marks those that read a pinned layout off a jit's output.
 """
 
 from __future__ import annotations
 
 import re
+
+import jax
+import pytest
+
+cpu_only = pytest.mark.skipif(
+    jax.default_backend() != "cpu",
+    reason="reads XLA's CPU program (LAPACK custom calls, CPU layouts); other backends have neither")
 
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) \(.*\{\s*$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*)$")
@@ -114,3 +125,28 @@ def lapack_call_depths(hlo: str) -> list[int]:
 
     visit(entry, 0)
     return depths
+
+
+def pinned_layouts_are_reported() -> bool:
+    """Whether this JAX reports the layout that ``with_layout_constraint`` pins on a jit's
+    output (JAX 0.10; JAX 0.7 to 0.9 report XLA's default there, so the pin cannot be
+    read from :func:`output_layouts`). Asked of JAX's API itself, not of the library."""
+    try:
+        from jax.experimental.layout import Layout, with_layout_constraint
+
+        pin = lambda M: with_layout_constraint(M + 1.0, Layout(major_to_minor=(1, 0)))  # noqa: E731
+        return output_layouts(pin, jax.numpy.ones((4, 4))) == [(1, 0)]
+    except (ImportError, TypeError, AttributeError):  # no such API in this JAX
+        return False
+
+
+def output_layouts(fn, *args) -> list:
+    """``major_to_minor`` of each output of ``jax.jit(fn)`` as compiled for ``args``
+    (``(1, 0)``: a column-major matrix; XLA's default is row-major, ``(0, 1)``)."""
+    formats = jax.jit(fn).lower(*args).compile().output_formats
+    return [leaf.layout.major_to_minor for leaf in jax.tree_util.tree_leaves(formats)]
+
+
+reads_pinned_layouts = pytest.mark.skipif(
+    jax.default_backend() != "cpu" or not pinned_layouts_are_reported(),
+    reason="this JAX does not report a pinned layout on a jit's output (JAX < 0.10), or not on CPU")

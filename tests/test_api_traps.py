@@ -92,18 +92,62 @@ def test_tol_none_then_a_number_reuses_the_compiled_solve():
     assert solve._cache_size() == size
 
 
-def test_unrelated_type_errors_are_not_rewritten():
-    def loss(problem):
-        return ad.solve(problem).x @ "not an array"
+# A TypeError of JAX's own that names custom_vjp, as the forward-mode error does: only the
+# forward-mode error is rewritten.
+_UNRELATED = ("Custom VJP bwd rule must produce an output with the same container (pytree) "
+              "structure as the args tuple of the primal function")
 
+
+def _entry_call(entry: str, monkeypatch, fail):
+    """A call of ``entry`` in which ``fail()`` runs inside the entry point's ``try`` around its
+    ``custom_vjp`` solve: by the solve itself for ``solve`` and ``sparsemax`` (monkeypatched,
+    traced afresh: no jit), by the user's objective for ``solve_convex``."""
+    from altdiff_jax import _layers, _solve
+
+    if entry == "solve":
+        monkeypatch.setattr(_solve, "solve_qp", lambda *args: fail())
+        return lambda: ad.solve(_small_qp())
+    if entry == "sparsemax":
+        monkeypatch.setattr(_layers, "solve_qp", lambda *args: fail())
+        return lambda: ad.sparsemax(jnp.ones(3))
+    return lambda: ad.solve_convex(lambda x, theta: fail(), jnp.ones(3), x0=jnp.zeros(3))
+
+
+@pytest.mark.parametrize("entry", ["solve", "sparsemax", "solve_convex"])
+def test_unrelated_type_errors_are_not_rewritten(entry, monkeypatch):
+    """Each entry point rewrites JAX's forward-mode error through its custom_vjp into a
+    pointer to the forward-mode entry points (``test_forward_mode_points_to_jvp``); any
+    other TypeError raised inside the solve reaches the caller as it was raised: the same
+    exception object, its message unchanged, even one that names custom_vjp."""
+    raised = []
+
+    def fail():
+        raised.append(TypeError(_UNRELATED))
+        raise raised[-1]
+
+    call = _entry_call(entry, monkeypatch, fail)
     with pytest.raises(TypeError) as error:
-        loss(_small_qp())
-    assert "jacobians" not in str(error.value)
+        call()
+    assert len(raised) == 1 and error.value is raised[0]
+    assert str(error.value) == _UNRELATED
 
 
-def test_forward_mode_points_to_jvp():
-    with pytest.raises(TypeError, match=r"altdiff_jax.jvp\(problem, tangents\)"):
-        jax.jvp(lambda q: ad.solve(_small_qp()._replace(q=q)).x, (jnp.ones(12),), (jnp.ones(12),))
+@pytest.mark.parametrize("entry, pointer", [
+    ("solve", r"altdiff_jax.solve is reverse-mode .* altdiff_jax.jvp\(problem, tangents\)"),
+    ("sparsemax", r"altdiff_jax.sparsemax is reverse-mode differentiable only"),
+    ("solve_convex", r"altdiff_jax.solve_convex is reverse-mode .* use altdiff_jax.jvp"),
+])
+def test_forward_mode_points_to_jvp(entry, pointer):
+    """JAX's forward-mode error through an entry point's custom_vjp is rewritten, chained to
+    JAX's own."""
+    calls = dict(
+        solve=lambda q: ad.solve(_small_qp()._replace(q=q)).x,
+        sparsemax=lambda y: ad.sparsemax(y).x,
+        solve_convex=lambda t: ad.solve_convex(lambda x, c: jnp.sum((x - c) ** 2), t, x0=jnp.zeros(12)).x,
+    )
+    with pytest.raises(TypeError, match=pointer) as error:
+        jax.jvp(calls[entry], (jnp.ones(12),), (jnp.ones(12),))
+    assert "can't apply forward-mode autodiff (jvp) to a custom_vjp function" in str(error.value.__cause__)
 
 
 @pytest.mark.parametrize("strategy", ["adjoint", "kkt"])

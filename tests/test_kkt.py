@@ -9,6 +9,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import chex  # noqa: E402
+from lapack_order import cpu_only, output_layouts, reads_pinned_layouts  # noqa: E402
+
+from altdiff_jax import _linalg  # noqa: E402
 from altdiff_jax._iterate import Iterate  # noqa: E402
 from altdiff_jax._jacobian import ActiveSet  # noqa: E402
 from altdiff_jax import _kkt  # noqa: E402
@@ -83,8 +87,7 @@ def test_structured_kkt_equals_dense():
     d = jnp.asarray(rng.uniform(1.0, 3.0, n))
     structured = _solve_jit(Diagonal(d), RowVector(jnp.ones(n)), jnp.zeros((0, n)), lb, ub, active, rhs)
     dense = _solve_jit(Dense(jnp.diag(d)), Dense(jnp.ones((1, n))), jnp.zeros((0, n)), lb, ub, active, rhs)
-    for a, b in zip(structured, dense):
-        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)  # measured 2.2e-16
+    chex.assert_trees_all_close(structured, dense, rtol=1e-14, atol=1e-15)  # measured 2.2e-16
 
 
 def _solved(seed, n, p, m, singular=False):
@@ -212,22 +215,34 @@ def test_a_woodbury_update_that_does_not_refine_to_round_off_is_replaced(monkeyp
     np.testing.assert_allclose(candidate.x, x, rtol=0, atol=1e-9)  # measured 1.3e-11
 
 
-def test_a_cholesky_factor_is_kept_column_major_as_lapack_reads_it():
-    """``_linalg.Cholesky`` leaves its factorisation column-major, the layout of LAPACK's
-    triangular solves: a loop that carries the factor hands it to them without an n × n
-    transposing copy (XLA otherwise keeps loop state row-major and converts at every
-    termination check). Checked on the compiled layout, for one matrix and under vmap,
-    with the solves still exact."""
+def _small_spd_batch():
     rng = np.random.default_rng(0)
     M = rng.standard_normal((3, 6, 6))
-    H = M @ np.swapaxes(M, 1, 2) + 6 * np.eye(6)
-    rhs = rng.standard_normal((3, 6))
-    factor = lambda H: Cholesky.factor(H).L  # noqa: E731
-    assert jax.jit(factor).lower(H[0]).compile().output_formats.layout.major_to_minor == (1, 0)
-    assert jax.jit(jax.vmap(factor)).lower(H).compile().output_formats.layout.major_to_minor == (0, 2, 1)
+    return M @ np.swapaxes(M, 1, 2) + 6 * np.eye(6), rng.standard_normal((3, 6))
+
+
+def test_a_cholesky_factor_solves_exactly_alone_and_under_vmap():
+    H, rhs = _small_spd_batch()
     solve = jax.jit(jax.vmap(lambda H, r: Cholesky.factor(H).solve(r)))
     expected = np.linalg.solve(H, rhs[..., None])[..., 0]
     np.testing.assert_allclose(solve(H, rhs), expected, rtol=0, atol=1e-14)  # measured 5.6e-17
+    np.testing.assert_allclose(jax.jit(lambda H, r: Cholesky.factor(H).solve(r))(H[0], rhs[0]), expected[0],
+                               rtol=0, atol=1e-14)
+
+
+@reads_pinned_layouts
+def test_a_cholesky_factor_is_kept_column_major_as_lapack_reads_it():
+    """``_linalg.Cholesky`` leaves its factorisation column-major, the layout of LAPACK's
+    triangular solves, whole or by blocks: a loop that carries the factor hands it to them
+    without an n × n transposing copy (XLA otherwise keeps loop state row-major and
+    converts at every termination check). Checked on the compiled layouts (the copies are
+    not visible in the results), for one matrix and under vmap."""
+    H, _ = _small_spd_batch()
+    factor = lambda H: Cholesky.factor(H).L  # noqa: E731
+    assert output_layouts(factor, H[0]) == [(1, 0)]
+    assert output_layouts(jax.vmap(factor), H) == [(0, 2, 1)]
+    blocked = output_layouts(Cholesky.factor, _spd(_LARGE, 1e3, 1))
+    assert len(blocked) == 5 and set(blocked) == {(1, 0)}  # three diagonal blocks, two panels
 
 
 def _spd(n: int, condition: float, seed: int, dtype=np.float64) -> np.ndarray:
@@ -240,14 +255,13 @@ def _spd(n: int, condition: float, seed: int, dtype=np.float64) -> np.ndarray:
 _LARGE = 600  # three blocks: 256, 256, 88 (``_linalg._block_edges``)
 
 
+@cpu_only
 def test_a_large_cholesky_factor_is_computed_and_solved_by_blocks():
-    """From ``BLOCKED_SOLVE_FROM`` on, ``Cholesky`` factors left-looking by column blocks and
-    solves block by block (``benchmarks/results/blocked_cholesky.md``). Its solves match
-    NumPy's to round-off for one and several right-hand sides, alone and under vmap, in
-    float64 and float32; its blocks are column-major, as LAPACK's triangular solves read
-    them; a matrix that is not positive definite gives NaN, not a wrong number."""
-    from altdiff_jax import _linalg
-
+    """On CPU from ``BLOCKED_SOLVE_FROM`` on, ``Cholesky`` factors left-looking by column
+    blocks and solves block by block (``benchmarks/results/blocked_cholesky.md``). Its
+    solves match NumPy's to round-off for one and several right-hand sides, alone and under
+    vmap, in float64 and float32; a matrix that is not positive definite gives NaN, not a
+    wrong number. (Other backends factor the whole matrix: ``tests/test_linalg_fallback.py``.)"""
     assert _linalg.BLOCKED_SOLVE_FROM <= _LARGE
     assert [e - s for s, e in _linalg._block_edges(_LARGE)] == [256, 256, 88]
     H = np.stack([_spd(_LARGE, 1e6, 0), _spd(_LARGE, 1e3, 1)])
@@ -269,8 +283,6 @@ def test_a_large_cholesky_factor_is_computed_and_solved_by_blocks():
     x32 = jax.jit(jax.vmap(lambda H, r: Cholesky.factor(H).solve(r)))(single, rhs[1:].astype(np.float32))
     assert x32.dtype == jnp.float32
     assert relative_error(x32[0], expected[1]) < 1e-3  # measured 1.1e-5
-    layouts = jax.jit(lambda H: Cholesky.factor(H)).lower(H[0]).compile().output_formats
-    assert {leaf.layout.major_to_minor for leaf in jax.tree_util.tree_leaves(layouts)} == {(1, 0)}
     indefinite = _spd(_LARGE, 1e3, 3)
     indefinite[-1, -1] = -1.0  # the failure is in the last block
     assert np.all(np.isnan(np.asarray(solve(indefinite, rhs[0]))))
@@ -319,6 +331,6 @@ def test_a_large_normal_matrix_is_built_from_the_x_update_gram_by_its_smaller_ro
     r = KKTVector(*(jnp.asarray(rng.standard_normal(k)) for k in (n, p, m, n)))
     with_gram = ReducedKKT.build(H, constraints, active, constraint_gram=C)
     without = ReducedKKT.build(H, constraints, active)
-    assert with_gram.factor.L is None  # a blocked factor of the gathered matrix
+    assert (with_gram.factor.L is None) == _linalg.on_cpu()  # a blocked factor of the gathered matrix on CPU
     solved, expected = with_gram.solve(r), without.solve(r)
     assert max(relative_difference(x, y) for x, y in zip(solved, expected)) < 1e-12  # measured 1.4e-14
