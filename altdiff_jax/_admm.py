@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ._iterate import Iterate, inf_norm
-from ._objective import EQUALITY_WEIGHT, support
+from ._objective import equality_weight, support
 from ._problem import Constraints
 
 
@@ -31,7 +31,7 @@ def admm_step(objective, constraints: Constraints, z: Iterate, rho, alpha) -> It
     s = ub − z_B (upper side) and z_B − lb (lower side) merged into one clip.
     """
     A, b, G, h, lb, ub = constraints
-    rho_eq = EQUALITY_WEIGHT * rho
+    rho_eq = equality_weight(A) * rho
     # (5a) x⁺ = argmin L(x, s, λ, ν) + σ/2‖x − xᵏ‖²:
     # ∇f(x⁺) + σ(x⁺ − xᵏ) + Aᵀ(λ + ρ(Ax⁺ − b)) + Gᵀ(ν + ρ(Gx⁺ + s − h)) + f(μ + ρ(x⁺ − z_B)) = 0
     r = A.rmv(z.lam - rho_eq * b) + G.rmv(z.nu + rho * (z.s - h))

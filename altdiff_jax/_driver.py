@@ -13,6 +13,7 @@ paid once per check.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -89,6 +90,203 @@ def initial_status(problem_leaves, constraints: Constraints) -> jax.Array:
     return _first_true([~finite, crossed], [Status.NONFINITE, Status.PRIMAL_INFEASIBLE], RUNNING)
 
 
+class _Loop(NamedTuple):
+    """What the loop's body reads besides its carry: :func:`run`'s arguments, resolved once.
+
+    Python values (a function, flags) and the traced arrays the body closes over; never a
+    carry itself."""
+
+    objective: Any  # the objective given to run (the body's, unless carried)
+    constraints: Constraints
+    scaling: Scaling
+    seeds_at: Optional[Callable[[Iterate], Seeds]]  # None when no derivative is carried
+    numerics: Numerics
+    structure: Structure
+    polish_attempts: Optional[int]
+    early_first_polish: bool
+    exact: bool  # exact Jacobians at a polished point (run's exact_jacobians, where it applies)
+    carried_objective: bool  # the objective's factor depends on ρ: it travels in the carry
+    start_active: ActiveSet  # the starting point's active set
+    zero: jax.Array  # () zero of the iterate's dtype
+
+
+def _objective_of(loop: _Loop, state: LoopState):
+    return state.objective if loop.carried_objective else loop.objective
+
+
+def _iterate(loop: _Loop, z: Iterate, J: Optional[Iterate], objective, rho) -> tuple[Iterate, Optional[Iterate]]:
+    """One iteration: eqs. (5a)–(5d), and (5ga)–(5gd) when Jacobians are carried."""
+    alpha = loop.numerics.alpha
+    z_new = admm_step(objective, loop.constraints, z, rho, alpha)
+    if J is not None:
+        J = jacobian_step(objective, loop.constraints, loop.seeds_at(z_new), z, z_new, J, rho, alpha,
+                          loop.numerics.tol)
+    return z_new, J
+
+
+def _jacobian_change(loop: _Loop, J: Iterate, J_prev: Iterate) -> jax.Array:
+    """The last change of the carried Jacobians, the largest over blocks, each relative to
+    its own ‖·‖∞ in the user's scaling: the duals' Jacobians can be orders of magnitude
+    larger than the primal's."""
+    unscaled_new, unscaled_old = loop.scaling.unscale(J), loop.scaling.unscale(J_prev)
+    return jnp.max(jnp.stack([
+        inf_norm(new - old) / (1 + inf_norm(new)) for new, old in zip(unscaled_new, unscaled_old)
+    ]))
+
+
+def _stall(loop: _Loop, state: LoopState, level: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(best_level, since_best, stalled)`` after a check at residual level ``level``."""
+    improved = level < _STALL_GAIN * state.best_level
+    best_level = jnp.where(improved, level, state.best_level)
+    since_best = jnp.where(improved, 0, state.since_best + 1)
+    stalled = (since_best >= _STALL_CHECKS) & (best_level <= _STALL_FLOOR * jnp.finfo(loop.zero.dtype).eps)
+    return best_level, since_best, stalled
+
+
+def _certificate_streak(loop: _Loop, state: LoopState, objective, z: Iterate, z_prev: Iterate) -> jax.Array:
+    """Consecutive checks with a primal / dual infeasibility certificate, ``(2,)``."""
+    infeasibility_tol = loop.numerics.infeasibility_tol
+    difference = Iterate(*(new - old for new, old in zip(z, z_prev)))
+    certificates = jnp.stack([
+        primal_infeasible(loop.constraints, difference, loop.scaling, infeasibility_tol),
+        dual_infeasible(objective, loop.constraints, z.x, difference.x, loop.scaling, infeasibility_tol),
+    ])
+    return jnp.where(certificates, state.certificate_streak + 1, 0)
+
+
+def _settled_for_polish(loop: _Loop, state: LoopState, active: ActiveSet, steady: jax.Array) -> jax.Array:
+    """``steady`` (the active set is the same as at the last check), or, with
+    ``early_first_polish`` and for the first attempt, a set that moved by at most
+    ``REUSED_CHANGES`` rows since the last check.
+
+    Polishing's rounds correct a few rows (for one dense float64 problem by a cheap
+    Woodbury update of the first round's factor), so for the first attempt such a set
+    counts as settled (later attempts wait for an unchanged set: a slow problem's set
+    flickers by a few rows at every check, and each attempt costs a factorisation). At the
+    first check the reference is the starting point's active set (a warm start's is the
+    previous solution's)."""
+    if not loop.early_first_polish:
+        return steady
+    first = state.iteration == 0
+    reference = ActiveSet(*(jnp.where(first, a, b) for a, b in zip(loop.start_active, state.active)))
+    moved = jnp.sum(active.inequality != reference.inequality)
+    bounds_steady = jnp.array_equal(active.upper, reference.upper) & jnp.array_equal(
+        active.lower, reference.lower)
+    return steady | (~state.has_tried & (moved <= REUSED_CHANGES) & bounds_steady)
+
+
+def _polish_stop(loop: _Loop, state: LoopState, z: Iterate, J: Optional[Iterate], rho, change, status
+                 ) -> tuple[ActiveSet, jax.Array]:
+    """``(active set, status)``: READY for a running lane whose active set has settled.
+
+    Polish early once the active set has settled (it is the same at two checks in a row)
+    and was not tried yet: a correct guess ends the solve exactly, often long before the
+    residuals of ADMM would. Carried Jacobians must have settled too: the polished point
+    would end the loop."""
+    tol = loop.numerics.tol
+    active = solution_active_set(loop.constraints, z, rho, tol)
+    jacobians_settled = (J is None) or loop.exact or (change <= tol)
+    steady = _settled_for_polish(loop, state, active, same_active_set(active, state.active))
+    settled = (status == RUNNING) & jacobians_settled & steady & (
+        ~state.has_tried | ~same_active_set(active, state.tried)
+    )
+    if loop.polish_attempts is not None:
+        settled = settled & (state.passes < loop.polish_attempts)
+    return active, jnp.where(settled, jnp.int32(READY), status)
+
+
+def _adapted_rho(res, rho, status, objective):
+    """OSQP's residual balancing, in the equilibrated problem: ``(ρ, objective at ρ)``."""
+    balanced = jnp.clip(rho * jnp.sqrt(res.scaled_balance), *_RHO_RANGE)
+    changed = (status == RUNNING) & jnp.isfinite(balanced) & (
+        (balanced > _RHO_TRIGGER * rho) | (balanced < rho / _RHO_TRIGGER)
+    )
+    rho = jnp.where(changed, balanced, rho)
+    return rho, objective.at_rho(rho, changed)
+
+
+def _body(loop: _Loop, state: LoopState) -> LoopState:
+    """One pass of ``check_interval`` iterations, then one termination check."""
+    tol, structure = loop.numerics.tol, loop.structure
+    rho, objective = state.rho, _objective_of(loop, state)
+    steps = jnp.minimum(structure.check_interval, structure.max_iter - state.iteration)
+    z, J = lax.fori_loop(
+        0, steps - 1, lambda _, carry: _iterate(loop, *carry, objective, rho), (state.z, state.J)
+    )
+    z_prev, J_prev = z, J
+    z, J = _iterate(loop, z, J, objective, rho)
+    res = residuals(objective, loop.constraints, z, loop.scaling)
+    merit = res.merit(tol)
+    converged = merit <= 1
+    finite = all_finite(z)
+    change = loop.zero
+    if J is not None:
+        change = _jacobian_change(loop, J, J_prev)
+        converged = converged & (change <= tol)
+        finite = finite & all_finite(J)
+    level = merit * tol
+    if J is not None:
+        level = jnp.maximum(level, change)
+    best_level, since_best, stalled = _stall(loop, state, level)
+    streak = _certificate_streak(loop, state, objective, z, z_prev)
+    iteration = state.iteration + steps
+    status = _first_true(
+        [~finite, converged, streak[0] >= _CERTIFICATE_CHECKS, streak[1] >= _CERTIFICATE_CHECKS,
+         iteration >= structure.max_iter, stalled],
+        [Status.NONFINITE, Status.SOLVED, Status.PRIMAL_INFEASIBLE, Status.DUAL_INFEASIBLE,
+         Status.MAX_ITER, Status.STALLED],
+        RUNNING,
+    )
+    active = state.active
+    if structure.polish and loop.polish_attempts != 0:
+        active, status = _polish_stop(loop, state, z, J, rho, change, status)
+    if structure.adaptive_rho:
+        rho, objective = _adapted_rho(res, rho, status, objective)
+    return state._replace(
+        z=z, J=J, objective=objective if loop.carried_objective else None, rho=rho, iteration=iteration,
+        status=status, primal_residual=res.primal, dual_residual=res.dual, gap=res.gap, jacobian_change=change,
+        certificate_streak=streak, active=active, best_level=best_level, since_best=since_best,
+    )
+
+
+def _initial_state(loop: _Loop, init: Iterate, J0: Optional[Iterate], rho0, status0, first_iteration,
+                   reusable_factor: bool) -> LoopState:
+    """The carry at the start: a problem that never enters the loop (bad data) reports the
+    residuals of its start."""
+    objective, constraints = loop.objective, loop.constraints
+    nothing = ActiveSet(*(jnp.zeros_like(mask) for mask in loop.start_active))
+    start = residuals(objective, constraints, init, loop.scaling)
+    return LoopState(
+        init, J0, objective if loop.carried_objective else None, rho0,
+        jnp.int32(0) if first_iteration is None else first_iteration, status0, start.primal, start.dual, start.gap,
+        loop.zero, jnp.zeros((2,), jnp.int32),
+        nothing, nothing, jnp.bool_(False), jnp.bool_(False), jnp.asarray(jnp.inf, init.x.dtype), jnp.int32(0),
+        jnp.int32(0),
+        placeholder_system(objective, constraints, init, reusable_factor) if loop.structure.polish else None,
+    )
+
+
+def _running(state: LoopState) -> jax.Array:
+    return state.status == RUNNING
+
+
+def _one_pass(loop: _Loop, _, state: LoopState) -> LoopState:
+    """Iterate until every lane has stopped or ran ``PASS_ITERATIONS``, then polish every
+    lane that stopped in this pass."""
+    in_play = _running(state)
+    limit = state.iteration + PASS_ITERATIONS
+    state = lax.while_loop(lambda state: _running(state) & (state.iteration < limit),
+                           functools.partial(_body, loop), state)
+    if loop.structure.polish:
+        state = _polish_stopped(_objective_of(loop, state), loop.constraints, loop.scaling, state,
+                                loop.numerics.tol, in_play, loop.seeds_at if loop.exact else None)
+    return state
+
+
+def _passes(loop: _Loop, _, state: LoopState) -> LoopState:
+    return lax.while_loop(_running, lambda state: _one_pass(loop, None, state), state)
+
+
 def run(
     objective,
     constraints: Constraints,
@@ -150,146 +348,24 @@ def run(
         diagnostics, and the active set and factor of the polished point's reduced KKT
         system (see ``PolishedSystem``; None without polishing).
     """
-    tol, rho0, alpha, _, infeasibility_tol = numerics
-    dtype = init.x.dtype
+    rho0 = numerics.rho
     seeds_at = seeds if callable(seeds) or seeds is None else (lambda z: seeds)
     J0 = None if seeds is None else zero_jacobian(init, seeds_at(init).grad.shape[1])
-    zero = jnp.zeros((), dtype)
-    interval = structure.check_interval
     exact = exact_jacobians and J0 is not None and structure.polish and bool(objective.quadratic)
     # An objective whose factor serves every ρ stays out of the carry: closed over, a batch
     # sharing it keeps one copy (on_needing_lanes would give each lane its own).
     carried_objective = bool(getattr(objective, "rho_dependent", True))
-
-    def objective_of(state: LoopState):
-        return state.objective if carried_objective else objective
-
-    def iterate(z: Iterate, J: Optional[Iterate], objective, rho) -> tuple[Iterate, Optional[Iterate]]:
-        z_new = admm_step(objective, constraints, z, rho, alpha)
-        if J is not None:
-            J = jacobian_step(objective, constraints, seeds_at(z_new), z, z_new, J, rho, alpha, tol)
-        return z_new, J
-
-    def body(state: LoopState) -> LoopState:
-        rho, objective = state.rho, objective_of(state)
-        steps = jnp.minimum(interval, structure.max_iter - state.iteration)
-        z, J = lax.fori_loop(
-            0, steps - 1, lambda _, carry: iterate(*carry, objective, rho), (state.z, state.J)
-        )
-        z_prev, J_prev = z, J
-        z, J = iterate(z, J, objective, rho)
-        res = residuals(objective, constraints, z, scaling)
-        merit = res.merit(tol)
-        converged = merit <= 1
-        finite = all_finite(z)
-        change = zero
-        if J is not None:
-            # Each block is judged on its own scale: the duals' Jacobians can be orders of
-            # magnitude larger than the primal's.
-            unscaled_new, unscaled_old = scaling.unscale(J), scaling.unscale(J_prev)
-            change = jnp.max(jnp.stack([
-                inf_norm(new - old) / (1 + inf_norm(new)) for new, old in zip(unscaled_new, unscaled_old)
-            ]))
-            converged = converged & (change <= tol)
-            finite = finite & all_finite(J)
-        level = merit * tol
-        if J is not None:
-            level = jnp.maximum(level, change)
-        improved = level < _STALL_GAIN * state.best_level
-        best_level = jnp.where(improved, level, state.best_level)
-        since_best = jnp.where(improved, 0, state.since_best + 1)
-        stalled = (since_best >= _STALL_CHECKS) & (best_level <= _STALL_FLOOR * jnp.finfo(dtype).eps)
-        difference = Iterate(*(new - old for new, old in zip(z, z_prev)))
-        certificates = jnp.stack([
-            primal_infeasible(constraints, difference, scaling, infeasibility_tol),
-            dual_infeasible(objective, constraints, z.x, difference.x, scaling, infeasibility_tol),
-        ])
-        streak = jnp.where(certificates, state.certificate_streak + 1, 0)
-        iteration = state.iteration + steps
-        status = _first_true(
-            [~finite, converged, streak[0] >= _CERTIFICATE_CHECKS, streak[1] >= _CERTIFICATE_CHECKS,
-             iteration >= structure.max_iter, stalled],
-            [Status.NONFINITE, Status.SOLVED, Status.PRIMAL_INFEASIBLE, Status.DUAL_INFEASIBLE,
-             Status.MAX_ITER, Status.STALLED],
-            RUNNING,
-        )
-        record = (res.primal, res.dual, res.gap)
-        active, tried, has_tried, polished = state.active, state.tried, state.has_tried, state.polished
-        if structure.polish and polish_attempts != 0:
-            # Polish early once the active set has settled (it is the same at two checks
-            # in a row) and was not tried yet: a correct guess ends the solve exactly,
-            # often long before the residuals of ADMM would.
-            # Carried Jacobians must have settled too: the polished point would end the loop.
-            active = solution_active_set(constraints, z, rho, tol)
-            jacobians_settled = (J is None) or exact or (change <= tol)
-            steady = same_active_set(active, state.active)
-            if early_first_polish:
-                # Polishing's rounds correct a few rows (for one dense float64 problem by a
-                # cheap Woodbury update of the first round's factor), so for the first
-                # attempt a set that moved by at most that many rows since the last check
-                # counts as settled (later attempts wait for an unchanged set: a slow
-                # problem's set flickers by a few rows at every check, and each attempt
-                # costs a factorisation).
-                # At the first check the reference is the starting point's active set (a warm
-                # start's is the previous solution's).
-                first = state.iteration == 0
-                reference = ActiveSet(*(jnp.where(first, a, b) for a, b in zip(start_active, state.active)))
-                moved = jnp.sum(active.inequality != reference.inequality)
-                bounds_steady = jnp.array_equal(active.upper, reference.upper) & jnp.array_equal(
-                    active.lower, reference.lower)
-                steady = steady | (~has_tried & (moved <= REUSED_CHANGES) & bounds_steady)
-            settled = (status == RUNNING) & jacobians_settled & steady & (
-                ~has_tried | ~same_active_set(active, tried)
-            )
-            if polish_attempts is not None:
-                settled = settled & (state.passes < polish_attempts)
-            status = jnp.where(settled, jnp.int32(READY), status)
-        if structure.adaptive_rho:
-            # OSQP's residual balancing, in the equilibrated problem.
-            balanced = jnp.clip(rho * jnp.sqrt(res.scaled_balance), *_RHO_RANGE)
-            changed = (status == RUNNING) & jnp.isfinite(balanced) & (
-                (balanced > _RHO_TRIGGER * rho) | (balanced < rho / _RHO_TRIGGER)
-            )
-            rho = jnp.where(changed, balanced, rho)
-            objective = objective.at_rho(rho, changed)
-        return LoopState(
-            z, J, objective if carried_objective else None, rho, iteration, status, *record, change, streak, active, tried, has_tried, polished,
-            best_level, since_best, state.passes, state.polished_system,
-        )
-
-    start_active = solution_active_set(constraints, init, rho0, tol)
-    nothing = ActiveSet(*(jnp.zeros_like(mask) for mask in start_active))
-    # A problem that never enters the loop (bad data) reports the residuals of its start.
-    start = residuals(objective, constraints, init, scaling)
-    state = LoopState(
-        init, J0, objective if carried_objective else None, rho0,
-        jnp.int32(0) if first_iteration is None else first_iteration, status0, start.primal, start.dual, start.gap, zero,
-        jnp.zeros((2,), jnp.int32),
-        nothing, nothing, jnp.bool_(False), jnp.bool_(False), jnp.asarray(jnp.inf, dtype), jnp.int32(0),
-        jnp.int32(0), placeholder_system(objective, constraints, init, reusable_factor) if structure.polish else None,
-    )
-
-    def running(state: LoopState) -> jax.Array:
-        return state.status == RUNNING
-
-    def one_pass(_, state: LoopState) -> LoopState:
-        in_play = running(state)
-        limit = state.iteration + PASS_ITERATIONS
-        state = lax.while_loop(lambda state: running(state) & (state.iteration < limit), body, state)
-        if structure.polish:
-            state = _polish_stopped(objective_of(state), constraints, scaling, state, tol, in_play,
-                                    seeds_at if exact else None)
-        return state
-
-    def passes(_, state: LoopState) -> LoopState:
-        return lax.while_loop(running, lambda state: one_pass(None, state), state)
-
+    loop = _Loop(objective, constraints, scaling, seeds_at, numerics, structure, polish_attempts, early_first_polish,
+                 exact, carried_objective, solution_active_set(constraints, init, rho0, numerics.tol),
+                 jnp.zeros((), init.x.dtype))
+    state = _initial_state(loop, init, J0, rho0, status0, first_iteration, reusable_factor)
     # Under vmap, once few lanes still run they are gathered apart: a vmapped while loop
     # would make every lane pay for the slowest one's iterations.
-    state = on_needing_lanes(passes, running, (), state, step=one_pass)
+    state = on_needing_lanes(functools.partial(_passes, loop), _running, (), state,
+                             step=functools.partial(_one_pass, loop))
     info = Info(state.status, state.iteration, state.primal_residual, state.dual_residual, state.gap, state.rho,
                 state.jacobian_change, state.polished)
-    return state.z, state.J, objective_of(state), info, state.polished_system
+    return state.z, state.J, _objective_of(loop, state), info, state.polished_system
 
 
 def run_then_differentiate(objective, constraints: Constraints, scaling: Scaling, init: Iterate, seeds,

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ._iterate import Iterate, Seeds
-from ._objective import EQUALITY_WEIGHT
+from ._objective import equality_weight
 from ._problem import Constraints
 
 
@@ -89,7 +89,7 @@ def jacobian_step(
     (see :func:`active_margin`).
     """
     A, _, G, _, _, _ = constraints
-    rho_eq = EQUALITY_WEIGHT * rho
+    rho_eq = equality_weight(A) * rho
     # (5ga) J_x⁺ = H⁻¹ (σJ_x − ∂_θ∇f − Aᵀ(J_λ − ρ∂_θb) − Gᵀ(J_ν + ρ(J_s − ∂_θh)) − f(J_μ − ρJ_z))
     R = A.rmv(J.lam - rho_eq * seeds.b) + G.rmv(J.nu + rho * (J.s - seeds.h))
     if constraints.bounded:

@@ -25,7 +25,7 @@ from jax import lax
 
 from ._iterate import Iterate
 from ._linalg import Dense, Diagonal, Operator, RowVector, factor_system
-from ._objective import EQUALITY_WEIGHT, bound_diagonal
+from ._objective import bound_diagonal, equality_weight
 from ._options import Options, resolve_options
 from ._problem import QP, Constraints, bounds, constraint_block, data_gradients
 from ._scaling import cost_scaling
@@ -41,8 +41,8 @@ from ._solve import (
     raise_forward_mode,
     run_objective,
     split_columns,
-    strategy_for,
 )
+from ._strategies import strategy_for
 
 _NEWTON_MAX_ITER = 50
 _LINE_SEARCH_HALVINGS = 40
@@ -51,7 +51,8 @@ _ARMIJO = 1e-4
 
 @dataclasses.dataclass(frozen=True)
 class SmoothObjective:
-    """f(x; θ), smooth and convex, with the constraint operators of the augmented Lagrangian.
+    """f(x; θ), smooth and convex, with the constraint operators of the augmented Lagrangian:
+    an ``_objective.Objective`` whose x-update is damped Newton (:func:`newton_minimise`).
 
     Attributes:
         fun: ``fun(x, theta) -> ()``, written in JAX (static).
@@ -107,12 +108,12 @@ class SmoothObjective:
         dtype = x.dtype
         return factor_system(
             self.hessian_operator(x), self.sigma + rho * self.f,
-            self.A, jnp.full((p,), EQUALITY_WEIGHT, dtype) * rho, self.G, jnp.full((m,), 1.0, dtype) * rho,
+            self.A, jnp.full((p,), equality_weight(self.A), dtype) * rho, self.G, jnp.full((m,), 1.0, dtype) * rho,
         )
 
     def augmented_gradient(self, x: jax.Array, rho: jax.Array) -> jax.Array:
         """ρCx, by the operators' products (C is never formed)."""
-        Cx = EQUALITY_WEIGHT * self.A.rmv(self.A.mv(x)) + self.G.rmv(self.G.mv(x)) + self.f * x
+        Cx = equality_weight(self.A) * self.A.rmv(self.A.mv(x)) + self.G.rmv(self.G.mv(x)) + self.f * x
         return rho * Cx
 
     def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
@@ -237,7 +238,7 @@ def _solve_smooth_fwd(structure, make_objective, theta, constraints, numerics, i
     nb = constraints.lb.shape[0]
     sizes = (n, constraints.b.shape[0], constraints.h.shape[0], nb, nb)
     strategy = strategy_for(structure, make_objective(theta, constraints, numerics.sigma).diagonal_hessian)
-    seeds = constant_seeds(sizes, wrt, dtype) if strategy == "altdiff" else None
+    seeds = constant_seeds(sizes, wrt, dtype) if strategy.carries_jacobians else None
     forward = _smooth_forward(structure, make_objective, theta, constraints, numerics, init, seeds)
     blocks = split_columns(forward.J, sizes, wrt) if seeds is not None else (None,) * 5
     flags = tuple(flags[name] for name in Constraints._fields)

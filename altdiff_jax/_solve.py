@@ -15,11 +15,10 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from ._adjoint import AdjointInfo, adjoint_vjp
+from ._adjoint import AdjointInfo
 from ._batching import is_batched
 from ._driver import initial_status, run, run_then_differentiate
 from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
-from ._kkt import kkt_vjp
 from ._linalg import Dense, SharedDense
 from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective, make_x_solver
@@ -27,6 +26,7 @@ from ._options import Numerics, Options, Structure, resolve_options
 from ._problem import QP, Constraints, data_gradients, validate_qp
 from ._scaling import Scaling, cost_scaling, ruiz_equilibrate
 from ._solution import Solution, Status
+from ._strategies import Strategy, strategy_for
 
 BATCH_POLISH_ATTEMPTS = {4: 0, 8: 2}
 """Polishing stops per lane in a vmapped batch of dense problems (``_driver.run``), by item
@@ -99,7 +99,7 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     scaled seeds to carry (or None for a plain solve), ``columns`` of them;
     ``exact_jacobians``: see ``_driver.run``.
     """
-    P, q, A, b, G, h, lb, ub = data
+    P, q, A, b, G, h, lb, ub = constants_unfolded(data)
     if isinstance(P, Dense):
         P = Dense(0.5 * (P.matrix + P.matrix.T))
     batched, matrices_batched = is_batched(data), is_batched(P, A, G)
@@ -168,22 +168,10 @@ def usable(solution: Solution) -> jax.Array:
     return ok & jnp.all(jnp.isfinite(solution.x))
 
 
-def strategy_for(structure: Structure, kkt_available: bool) -> str:
-    """The differentiation strategy, with ``"auto"`` resolved at trace time.
-
-    ``"auto"`` is ``"kkt"`` wherever the reduced KKT system is available (QPs, and smooth
-    objectives with a diagonal Hessian), the adjoint otherwise: for ``jax.grad`` the KKT
-    pullback at the (polished, exact) solution is faster than the adjoint pass, which is
-    faster than carried Alt-Diff Jacobians already at one column
-    (``benchmarks/results/speed.md``). ``jacobians`` and ``jvp`` do not use this choice:
-    they run the Alt-Diff recursion (see :func:`jacobians`)."""
-    if structure.differentiation != "auto":
-        return structure.differentiation
-    return "kkt" if kkt_available else "adjoint"
-
-
-def pull_back(strategy: str, structure: Structure, numerics: Numerics, forward: _Run, blocks, cotangent: Iterate):
-    """Cotangent of the solution -> cotangents of the user's (q, b, h, lb, ub).
+def pull_back(strategy: Strategy, structure: Structure, numerics: Numerics, forward: _Run, blocks,
+              cotangent: Iterate):
+    """Cotangent of the solution -> cotangents of the user's (q, b, h, lb, ub), by
+    ``strategy`` (``_strategies``).
 
     A solve that failed (infeasible, unbounded, non-finite) has a zero gradient, so it
     cannot poison the rest of a batch.
@@ -192,31 +180,8 @@ def pull_back(strategy: str, structure: Structure, numerics: Numerics, forward: 
         ``([q̄, b̄, h̄, l̄b, ūb], AdjointInfo)`` (None where not computed); the gradients of
         P, A, G (or of an objective's θ) follow from them.
     """
-    solution, scaling = forward.solution, forward.scaling
-    if strategy == "altdiff":
-        bars = []
-        for J in blocks:
-            bars.append(None if J is None else sum(block.T @ g for block, g in zip(J, cotangent)))
-        info = AdjointInfo(solution.info.status, solution.info.iterations, solution.info.jacobian_change)
-    else:
-        # The output map (x, s, λ, ν, z, μ) = U(x̃, s̃, λ̃, ν̃, z̃, μ̃) is diagonal, so Uᵀ = U.
-        scaled_cotangent = scaling.unscale(cotangent)
-        z, rho = forward.z, solution.info.rho
-        if strategy == "adjoint":
-            sigma_bar, info = adjoint_vjp(
-                forward.objective, forward.constraints, z, rho, numerics.alpha,
-                scaled_cotangent, numerics.tol, structure.max_iter,
-            )
-        else:  # "kkt"
-            sigma_bar = kkt_vjp(forward.objective, forward.constraints, z, rho, numerics.tol, scaled_cotangent,
-                                solution.info.polished, forward.polished_system)
-            finite = jnp.all(jnp.isfinite(sigma_bar.grad))
-            info = AdjointInfo(
-                jnp.where(finite, Status.SOLVED, Status.NONFINITE).astype(jnp.int32),
-                jnp.int32(0), jnp.zeros((), z.x.dtype),
-            )
-        bars = list(scaling.parameter_cotangents(sigma_bar))
-    ok = usable(solution)
+    bars, info = strategy.cotangents(structure, numerics, forward, blocks, cotangent)
+    ok = usable(forward.solution)
     bars = [None if bar is None else jnp.where(ok & jnp.all(jnp.isfinite(bar)), bar, 0.0) for bar in bars]
     return bars, info
 
@@ -270,7 +235,7 @@ def _forward_for_gradient(structure, data, numerics, init, perturbed, wrt=None, 
     the ``perturbed`` leaves need)."""
     wrt, sizes = wrt or carried_parameters(perturbed), _sizes(data)
     strategy = strategy_for(structure, kkt_available=True)
-    if strategy != "altdiff":
+    if not strategy.carries_jacobians:
         return strategy, _forward(structure, data, numerics, init, None), (None,) * 5
     columns = sum(size for size, carried in zip(sizes, wrt) if carried)
     forward = _forward(structure, data, numerics, init, constant_seeds(sizes, wrt, data[1].dtype), columns,
@@ -281,7 +246,9 @@ def _forward_for_gradient(structure, data, numerics, init, perturbed, wrt=None, 
 def constants_unfolded(data: QP) -> QP:
     """``data`` through an optimisation barrier: matrices a jitted function closes over are
     compile-time constants, and without the barrier XLA would evaluate the solver's set-up
-    on them (equilibration, Gram matrices) while compiling, far slower than running it."""
+    on them (equilibration, Gram matrices) while compiling, far slower than running it.
+    Applied inside the custom_vjp rules, where the data carry no tangents: outside, the
+    barrier's JVP would mark every leaf as differentiated."""
     return jax.lax.optimization_barrier(data)
 
 
@@ -300,10 +267,7 @@ def _solve_qp_fwd(structure, data, numerics, init):
     strategy, forward, blocks = _forward_for_gradient(
         structure, data, numerics, init, dict(zip(QP._fields, perturbed))
     )
-    if strategy == "altdiff":
-        forward = forward._replace(objective=None, constraints=None, J=None)  # keep what bwd needs
-    if strategy != "kkt":
-        forward = forward._replace(polished_system=None)
+    forward = strategy.residuals(forward)  # keep what bwd needs
     # Strategy and flags travel in the residuals' tree structure (a dict key), not as leaves.
     return forward.solution, ({(strategy, perturbed): (forward, blocks)}, numerics)
 
@@ -332,7 +296,7 @@ solve_qp.defvjp(_solve_qp_fwd, _solve_qp_bwd, symbolic_zeros=True)
 def _prepare(problem: QP, options: Optional[Options], init: Optional[Solution]):
     P, q, constraints = validate_qp(problem)
     options = resolve_options(options)
-    data = constants_unfolded(QP(P, q, *constraints))
+    data = QP(P, q, *constraints)
     z0 = initial_iterate(init, constraints, q.shape[0], q.dtype)
     return data, options.numerics(q.dtype), z0, options
 

@@ -21,7 +21,7 @@ after compilation, with the spread over the runs):
   sparsemax layers with n 1000.
 * ``crossover``: ``altdiff`` against ``adjoint`` for ``jax.grad`` with respect to b only,
   as the number of carried columns (p) grows: why ``differentiation="auto"`` never picks
-  Alt-Diff for ``jax.grad`` (``altdiff_jax._solve.strategy_for``).
+  Alt-Diff for ``jax.grad`` (``altdiff_jax._strategies.strategy_for``).
 
 A section that runs longer than ``--section-timeout`` seconds (default 1800) stops the run
 with every thread's traceback instead of waiting for ever: qpax's vmapped graph runs
