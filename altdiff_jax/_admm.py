@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from ._iterate import Iterate, inf_norm
-from ._objective import equality_weight, support
+from ._objective import support
+from ._xupdate import equality_weight
 from ._problem import Constraints
 
 
@@ -31,12 +32,11 @@ def admm_step(objective, constraints: Constraints, z: Iterate, rho, alpha) -> It
     s = ub − z_B (upper side) and z_B − lb (lower side) merged into one clip.
     """
     A, b, G, h, lb, ub = constraints
+    B, f = constraints.B, constraints.bound_rows()
     rho_eq = equality_weight(A) * rho
     # (5a) x⁺ = argmin L(x, s, λ, ν) + σ/2‖x − xᵏ‖²:
     # ∇f(x⁺) + σ(x⁺ − xᵏ) + Aᵀ(λ + ρ(Ax⁺ − b)) + Gᵀ(ν + ρ(Gx⁺ + s − h)) + f(μ + ρ(x⁺ − z_B)) = 0
-    r = A.rmv(z.lam - rho_eq * b) + G.rmv(z.nu + rho * (z.s - h))
-    if constraints.bounded:
-        r = r + constraints.bound_rows() * (z.mu - rho * z.z)
+    r = A.rmv(z.lam - rho_eq * b) + G.rmv(z.nu + rho * (z.s - h)) + B.rmv(f * (z.mu - rho * z.z))
     x = objective.x_update(z.x, r, rho)
     Gx_hat = relaxed_Gx(constraints, G.mv(x), z.s, alpha)
     # (5b) s⁺ = max(0, −ν/ρ − (Gx̂ − h))
@@ -46,14 +46,12 @@ def admm_step(objective, constraints: Constraints, z: Iterate, rho, alpha) -> It
     lam = z.lam + rho_eq * alpha * (A.mv(x) - b)
     # (5d) ν⁺ = ν + ρ(Gx̂ + s⁺ − h) = ρ(s⁺ − argument): written so, ν⁺ >= 0 exactly
     nu = rho * (s - argument)
-    z_B, mu = z.z, z.mu
-    if constraints.bounded:
-        # Bound block: v = x̂ + μ/ρ, z_B⁺ = Π_[lb, ub](v), μ⁺ = μ + ρ(x̂ − z_B⁺) = ρ(v − z_B⁺),
-        # with x̂ = αx⁺ + (1 − α)z_B; written so, μ⁺ is exactly 0 between the bounds and
-        # never points along an infinite side.
-        v = alpha * x + (1.0 - alpha) * z.z + z.mu / rho
-        z_B = jnp.clip(v, lb, ub)
-        mu = rho * (v - z_B)
+    # Bound block: v = x̂ + μ/ρ, z_B⁺ = Π_[lb, ub](v), μ⁺ = μ + ρ(x̂ − z_B⁺) = ρ(v − z_B⁺),
+    # with x̂ = αx⁺ + (1 − α)z_B; written so, μ⁺ is exactly 0 between the bounds and
+    # never points along an infinite side.
+    v = alpha * B.mv(x) + (1.0 - alpha) * z.z + z.mu / rho
+    z_B = jnp.clip(v, lb, ub)
+    mu = rho * (v - z_B)
     return Iterate(x, s, lam, nu, z_B, mu)
 
 
@@ -92,24 +90,17 @@ def residuals(objective, constraints: Constraints, z: Iterate, scaling) -> Resid
     (Clarabel's rule), which is what makes SOLVED mean optimal, not only nearly feasible.
     """
     A, b, G, h, lb, ub = constraints
+    B, f = constraints.B, constraints.bound_rows()
     D, E_A, E_G, c = scaling
-    Ax, Gx = A.mv(z.x), G.mv(z.x)
+    Ax, Gx, Bx, D_B = A.mv(z.x), G.mv(z.x), B.mv(z.x), B.mv(D)
     grad, At_lam, Gt_nu = objective.gradient(z.x), A.rmv(z.lam), G.rmv(z.nu)
-    eq, ineq = Ax - b, Gx + z.s - h
-    stat = grad + At_lam + Gt_nu
-    primal_terms = [eq / E_A, ineq / E_G]
-    scale_terms = [Ax / E_A, b / E_A, Gx / E_G, (h - z.s) / E_G]
-    dual_terms = [grad / D, At_lam / D, Gt_nu / D]
-    scaled_primal_terms, scaled_scale_terms = [eq, ineq], [Ax, b, Gx, h - z.s]
-    if constraints.bounded:
-        f = constraints.bound_rows()
-        stat = stat + z.mu
-        bound_gap = f * (z.x - z.z)
-        primal_terms.append(D * bound_gap)
-        scale_terms += [f * D * z.x, f * D * z.z]
-        dual_terms.append(z.mu / D)
-        scaled_primal_terms.append(bound_gap)
-        scaled_scale_terms += [f * z.x, f * z.z]
+    eq, ineq, bound_gap = Ax - b, Gx + z.s - h, f * (Bx - z.z)
+    stat = grad + At_lam + Gt_nu + B.rmv(z.mu)
+    primal_terms = [eq / E_A, ineq / E_G, D_B * bound_gap]
+    scale_terms = [Ax / E_A, b / E_A, Gx / E_G, (h - z.s) / E_G, f * D_B * Bx, f * D_B * z.z]
+    dual_terms = [grad / D, At_lam / D, Gt_nu / D, z.mu / D_B]
+    scaled_primal_terms = [eq, ineq, bound_gap]
+    scaled_scale_terms = [Ax, b, Gx, h - z.s, f * Bx, f * z.z]
     primal = _max_norm(*primal_terms)
     dual = inf_norm(stat / D) / c
     primal_scale = _max_norm(*scale_terms)
@@ -123,7 +114,7 @@ def residuals(objective, constraints: Constraints, z: Iterate, scaling) -> Resid
         gap_scale = jnp.minimum(jnp.abs(primal_value), jnp.abs(dual_value)) / c
     tiny = jnp.finfo(z.x.dtype).tiny
     scaled_primal = _max_norm(*scaled_primal_terms) / (_max_norm(*scaled_scale_terms) + tiny)
-    scaled_dual_terms = [grad, At_lam, Gt_nu] + ([z.mu] if constraints.bounded else [])
+    scaled_dual_terms = [grad, At_lam, Gt_nu, z.mu]
     scaled_dual = inf_norm(stat) / (_max_norm(*scaled_dual_terms) + tiny)
     balance = scaled_primal / (scaled_dual + tiny)
     return Residuals(primal, dual, gap, primal_scale, dual_scale, gap_scale, balance)
@@ -137,13 +128,9 @@ def primal_infeasible(constraints: Constraints, d: Iterate, scaling, tol) -> jax
     A, b, G, h, lb, ub = constraints
     D, E_A, E_G, c = scaling
     # Unscaled differences are E δỹ / c (and δμ̃ / (cD)); c cancels from every homogeneous test.
-    sizes = [inf_norm(E_A * d.lam), inf_norm(E_G * d.nu)]
-    normal = A.rmv(d.lam) + G.rmv(d.nu)
-    value = b @ d.lam + h @ d.nu
-    if constraints.bounded:
-        sizes.append(inf_norm(d.mu / D))
-        normal = normal + d.mu
-        value = value + support(d.mu, lb, ub)
+    sizes = [inf_norm(E_A * d.lam), inf_norm(E_G * d.nu), inf_norm(d.mu / constraints.B.mv(D))]
+    normal = A.rmv(d.lam) + G.rmv(d.nu) + constraints.B.rmv(d.mu)
+    value = b @ d.lam + h @ d.nu + support(d.mu, lb, ub)
     size = jnp.max(jnp.stack(sizes))
     sign_ok = jnp.min(E_G * d.nu, initial=0.0) >= -tol * size
     return (size > 0) & (inf_norm(normal / D) <= tol * size) & (value < -tol * size) & sign_ok
@@ -159,12 +146,10 @@ def dual_infeasible(objective, constraints: Constraints, x, d_x, scaling, tol) -
     curvature = inf_norm(objective.hessian_vector(x, d_x) / D) / c
     descent = objective.recession_slope(d_x) / c  # qᵀδx for a QP
     equalities = inf_norm(A.mv(d_x) / E_A)
-    inequalities = jnp.max(G.mv(d_x) / E_G, initial=0.0)
-    if constraints.bounded:
-        user = D * d_x
-        above = jnp.max(jnp.where(jnp.isfinite(ub), user, -jnp.inf), initial=0.0)
-        below = jnp.max(jnp.where(jnp.isfinite(lb), -user, -jnp.inf), initial=0.0)
-        inequalities = jnp.maximum(inequalities, jnp.maximum(above, below))
+    user = constraints.B.mv(D * d_x)
+    above = jnp.max(jnp.where(jnp.isfinite(ub), user, -jnp.inf), initial=0.0)
+    below = jnp.max(jnp.where(jnp.isfinite(lb), -user, -jnp.inf), initial=0.0)
+    inequalities = jnp.maximum(jnp.max(G.mv(d_x) / E_G, initial=0.0), jnp.maximum(above, below))
     return (
         (size > 0)
         & (curvature <= tol * size)

@@ -93,6 +93,88 @@ def _select_lanes(keep: jax.Array, new, old):
         lambda a, b: jnp.where(keep.reshape(keep.shape + (1,) * (jnp.ndim(a) - 1)), a, b), new, old)
 
 
+class _ClosedLoops:
+    """Functions ``(data, state) -> state`` traced to jaxprs over the array leaves of
+    ``data``: the values they close over (a user's objective may close over a batched one)
+    become constants passed in as data like the rest, as a ``custom_vmap`` function
+    requires. (``jax.closure_convert`` would hoist only the closed-over values autodiff may
+    perturb: not an integer, nor a value batched by a ``vmap`` outside any ``jit``.)"""
+
+    def __init__(self, functions, data, state):
+        leaves, treedef = jax.tree_util.tree_flatten(data)
+        dynamic = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
+
+        def rebuild(values):
+            full = list(leaves)
+            for i, value in zip(dynamic, values):
+                full[i] = value
+            return jax.tree_util.tree_unflatten(treedef, full)
+
+        self.values = [leaves[i] for i in dynamic]
+        self.state_tree = jax.tree_util.tree_structure(state)
+        self.closed = [jax.make_jaxpr(lambda values, state, f=f: f(rebuild(values), state))(self.values, state)
+                       for f in functions]
+        self.consts = [list(c.consts) for c in self.closed]
+
+    def evaluator(self, which: int):
+        """``(values, consts, state) -> state``: the ``which``-th function."""
+        def evaluate(values, consts, state):
+            out = jaxpr_as_fun(ClosedJaxpr(self.closed[which].jaxpr, consts[which]))(
+                *jax.tree_util.tree_leaves((values, state)))
+            return jax.tree_util.tree_unflatten(self.state_tree, out)
+        return evaluate
+
+
+def _in_axes(batched):
+    """``vmap``'s ``in_axes`` for ``(values, consts, state)`` from which leaves of the
+    values and constants are ``batched`` (the state always is)."""
+    values_batched, consts_batched = batched
+    return ([0 if b else None for b in values_batched],
+            [[0 if b else None for b in flags] for flags in consts_batched], 0)
+
+
+def _gather_needing_lanes(evaluate, needs, lanes, batched, operands, state):
+    """Run ``evaluate`` on the lanes of ``state`` where ``needs``, ``lanes`` at a time.
+
+    ``operands`` are ``(values, consts)``; ``batched`` says which of their leaves carry the
+    batch axis (the others are shared). Returns the whole batch's state."""
+    values, consts = operands
+    values_batched, consts_batched = batched
+    axis_size = jax.tree_util.tree_leaves(state)[0].shape[0]
+    axes = _in_axes(batched)
+
+    def pick(leaves, flags, index):
+        return [leaf[index] if b else leaf for leaf, b in zip(leaves, flags)]
+
+    def gathered(carry):
+        state, waiting = carry
+        index = jnp.nonzero(waiting, size=lanes, fill_value=0)[0]
+        # Unused slots rerun lane 0 and are dropped on the way back (index axis_size).
+        target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
+        done = jax.vmap(evaluate, in_axes=axes)(
+            pick(values, values_batched, index),
+            [pick(c, b, index) for c, b in zip(consts, consts_batched)],
+            jax.tree_util.tree_map(lambda leaf: leaf[index], state))
+        state = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), state, done)
+        return state, waiting.at[target].set(False, mode="drop")
+
+    waiting = jax.vmap(needs)(state)
+    return lax.while_loop(lambda carry: jnp.any(carry[1]), gathered, (state, waiting))[0]
+
+
+def _step_while_crowded(evaluate_step, needs, lanes, axes, operands, state):
+    """Steps of the whole batch, every lane that needs one at once, while more than
+    ``lanes`` lanes need them."""
+    def crowded(state):
+        return jnp.sum(jax.vmap(needs)(state)) > lanes
+
+    def whole_batch_step(state):
+        stepped = jax.vmap(evaluate_step, in_axes=axes)(*operands, state)
+        return _select_lanes(jax.vmap(needs)(state), stepped, state)
+
+    return lax.while_loop(crowded, whole_batch_step, state)
+
+
 def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax.Array], data, state,
                      step: Optional[Callable[[Any, Any], Any]] = None):
     """``loop(data, state)``, a loop that leaves ``state`` as it is where ``needs(state)``
@@ -117,33 +199,8 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
         state: a pytree of arrays.
         step: optional ``(data, state) -> state``, one step of ``loop``.
     """
-    leaves, treedef = jax.tree_util.tree_flatten(data)
-    dynamic = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
-
-    def rebuild(values):
-        full = list(leaves)
-        for i, value in zip(dynamic, values):
-            full[i] = value
-        return jax.tree_util.tree_unflatten(treedef, full)
-
-    # The loop as a jaxpr: values it closes over (a user's objective may close over a
-    # batched one) become its constants, passed in as data like the rest (a custom_vmap
-    # function must not close over batched values). ``jax.closure_convert`` would hoist
-    # only the closed-over values that autodiff may perturb: not an integer, nor a value
-    # batched by a vmap outside any jit.
-    values = [leaves[i] for i in dynamic]
-    state_tree = jax.tree_util.tree_structure(state)
-    functions = [loop] if step is None or step is loop else [loop, step]
-    closed = [jax.make_jaxpr(lambda values, state, f=f: f(rebuild(values), state))(values, state) for f in functions]
-
-    def evaluator(which: int):
-        def evaluate(values, consts, state):
-            out = jaxpr_as_fun(ClosedJaxpr(closed[which].jaxpr, consts[which]))(
-                *jax.tree_util.tree_leaves((values, state)))
-            return jax.tree_util.tree_unflatten(state_tree, out)
-        return evaluate
-
-    evaluate_loop = evaluator(0)
+    loops = _ClosedLoops([loop] if step is None or step is loop else [loop, step], data, state)
+    evaluate_loop = loops.evaluator(0)
 
     @jax.custom_batching.custom_vmap
     def run(values, consts, state):
@@ -156,38 +213,12 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
             lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *jnp.shape(leaf))),
             state, state_batched)
         lanes = min(axis_size, max(8, axis_size // COMPACTED_LANES))
-        axes = ([0 if b else None for b in values_batched],
-                [[0 if b else None for b in batched] for batched in consts_batched], 0)
-
-        def pick(leaves, batched, index):
-            return [leaf[index] if b else leaf for leaf, b in zip(leaves, batched)]
-
         if step is not None:
-            evaluate_step = evaluator(len(closed) - 1)
-
-            def crowded(state):
-                return jnp.sum(jax.vmap(needs)(state)) > lanes
-
-            def whole_batch_step(state):
-                stepped = jax.vmap(evaluate_step, in_axes=axes)(values, consts, state)
-                return _select_lanes(jax.vmap(needs)(state), stepped, state)
-
-            state = lax.while_loop(crowded, whole_batch_step, state)
-
-        def gathered(carry):
-            state, waiting = carry
-            index = jnp.nonzero(waiting, size=lanes, fill_value=0)[0]
-            # Unused slots rerun lane 0 and are dropped on the way back (index axis_size).
-            target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
-            done = jax.vmap(evaluate_loop, in_axes=axes)(
-                pick(values, values_batched, index),
-                [pick(c, b, index) for c, b in zip(consts, consts_batched)],
-                jax.tree_util.tree_map(lambda leaf: leaf[index], state))
-            state = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), state, done)
-            return state, waiting.at[target].set(False, mode="drop")
-
-        waiting = jax.vmap(needs)(state)
-        state, _ = lax.while_loop(lambda carry: jnp.any(carry[1]), gathered, (state, waiting))
+            state = _step_while_crowded(loops.evaluator(len(loops.closed) - 1), needs, lanes,
+                                        _in_axes((values_batched, consts_batched)),
+                                        (values, consts), state)
+        state = _gather_needing_lanes(evaluate_loop, needs, lanes, (values_batched, consts_batched),
+                                      (values, consts), state)
         return state, jax.tree_util.tree_map(lambda _: True, state)
 
-    return run(values, [list(c.consts) for c in closed], state)
+    return run(loops.values, loops.consts, state)

@@ -81,12 +81,9 @@ def _first_true(conditions, codes, default) -> jax.Array:
 def initial_status(problem_leaves, constraints: Constraints) -> jax.Array:
     """NONFINITE for NaN data (or infinities outside lb, ub), PRIMAL_INFEASIBLE for
     lb > ub, else RUNNING: bad data never enters the loop."""
-    finite = all_finite(problem_leaves)
-    crossed = jnp.bool_(False)
-    if constraints.bounded:
-        lb, ub = constraints.lb, constraints.ub
-        finite = finite & ~jnp.any(jnp.isnan(lb) | jnp.isnan(ub) | (lb == jnp.inf) | (ub == -jnp.inf))
-        crossed = jnp.any(lb > ub)
+    lb, ub = constraints.lb, constraints.ub
+    finite = all_finite(problem_leaves) & ~jnp.any(jnp.isnan(lb) | jnp.isnan(ub) | (lb == jnp.inf) | (ub == -jnp.inf))
+    crossed = jnp.any(lb > ub)
     return _first_true([~finite, crossed], [Status.NONFINITE, Status.PRIMAL_INFEASIBLE], RUNNING)
 
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ._iterate import Iterate, Seeds
-from ._objective import equality_weight
+from ._xupdate import equality_weight
 from ._problem import Constraints
 
 
@@ -62,10 +62,7 @@ def active_set(constraints: Constraints, slack: jax.Array, nu, x, mu, rho, tol) 
     overshoot, joins; a row with a wrong-signed multiplier leaves.
     """
     inequality = slack - nu / rho <= active_margin(constraints.h, tol)
-    if constraints.bounded:
-        upper, lower = bound_sides(constraints, x + mu / rho, tol)
-    else:
-        upper = lower = jnp.zeros((0,), bool)
+    upper, lower = bound_sides(constraints, constraints.B.mv(x) + mu / rho, tol)
     return ActiveSet(inequality, upper, lower)
 
 
@@ -89,11 +86,10 @@ def jacobian_step(
     (see :func:`active_margin`).
     """
     A, _, G, _, _, _ = constraints
+    B, f = constraints.B, constraints.bound_rows()
     rho_eq = equality_weight(A) * rho
     # (5ga) J_x⁺ = H⁻¹ (σJ_x − ∂_θ∇f − Aᵀ(J_λ − ρ∂_θb) − Gᵀ(J_ν + ρ(J_s − ∂_θh)) − f(J_μ − ρJ_z))
-    R = A.rmv(J.lam - rho_eq * seeds.b) + G.rmv(J.nu + rho * (J.s - seeds.h))
-    if constraints.bounded:
-        R = R + constraints.bound_rows()[:, None] * (J.mu - rho * J.z)
+    R = A.rmv(J.lam - rho_eq * seeds.b) + G.rmv(J.nu + rho * (J.s - seeds.h)) + B.rmv(f[:, None] * (J.mu - rho * J.z))
     J_x = objective.jacobian_x_update(z_new.x, J.x, seeds.grad, R, rho)
     # Relaxation: ∂(Gx̂) = α G J_x⁺ + (1 − α)(∂_θh − J_s)
     J_Gx_hat = alpha * G.mv(J_x) + (1.0 - alpha) * (seeds.h - J.s)
@@ -107,13 +103,11 @@ def jacobian_step(
     J_lam = J.lam + rho_eq * alpha * (A.mv(J_x) - seeds.b)
     # (5gd) J_ν⁺ = J_ν + ρ(∂(Gx̂) + J_s⁺ − ∂_θh)
     J_nu = J.nu + rho * (J_Gx_hat + J_s - seeds.h)
-    J_z, J_mu = J.z, J.mu
-    if constraints.bounded:
-        # Bound block, the same rules: with v = x̂ + μ/ρ, J_z⁺ = ∂_θ(bound) on an active
-        # side, else J_v;  J_μ⁺ = ρ(J_v − J_z⁺)
-        v = alpha * z_new.x + (1.0 - alpha) * z_old.z + z_old.mu / rho
-        upper, lower = bound_sides(constraints, v, tol)
-        J_v = alpha * J_x + (1.0 - alpha) * J.z + J.mu / rho
-        J_z = jnp.where(upper[:, None], seeds.ub, jnp.where(lower[:, None], seeds.lb, J_v))
-        J_mu = rho * (J_v - J_z)
+    # Bound block, the same rules: with v = x̂ + μ/ρ, J_z⁺ = ∂_θ(bound) on an active
+    # side, else J_v;  J_μ⁺ = ρ(J_v − J_z⁺)
+    v = alpha * B.mv(z_new.x) + (1.0 - alpha) * z_old.z + z_old.mu / rho
+    upper, lower = bound_sides(constraints, v, tol)
+    J_v = alpha * B.mv(J_x) + (1.0 - alpha) * J.z + J.mu / rho
+    J_z = jnp.where(upper[:, None], seeds.ub, jnp.where(lower[:, None], seeds.lb, J_v))
+    J_mu = rho * (J_v - J_z)
     return Iterate(J_x, J_s, J_lam, J_nu, J_z, J_mu)

@@ -46,7 +46,7 @@ from ._iterate import Iterate, Seeds, inf_norm
 from ._jacobian import ActiveSet, active_set
 from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, UpdatedCholesky, factor_system, structured,
                       transpose_times)
-from ._objective import bound_diagonal
+from ._xupdate import bound_diagonal
 from ._problem import Constraints
 
 REFINEMENT_STEPS = {4: 12, 8: 6}
@@ -180,8 +180,8 @@ def _regularized_lu(H: Operator, constraints: Constraints, a, a_B, delta) -> _LU
     dtype = a.dtype
     # An inactive row reads −y_i = r_i; an active one G_i x − δ y_i = r_i.
     row_diagonal = jnp.concatenate([jnp.full((p,), delta, dtype), delta * a + (1.0 - a), delta * a_B + (1.0 - a_B)])
-    bound_rows = jnp.diag(a_B) if constraints.bounded else jnp.zeros((0, n), dtype)
-    C = jnp.concatenate([A, a[:, None] * G, bound_rows])
+    B = constraints.B
+    C = jnp.concatenate([A, a[:, None] * G, B.mv(B.weighted_gram(a_B))])
     K = jnp.block([[H.dense() + delta * jnp.eye(n, dtype=dtype), C.T], [C, -jnp.diag(row_diagonal)]])
     return _LU(*jax.scipy.linalg.lu_factor(K))
 
@@ -230,7 +230,7 @@ class ReducedKKT(NamedTuple):
         a, a_B, delta = cls._weights(constraints, active)
         if dtype == jnp.float32 and not structured(H, constraints.A, constraints.G):
             return cls(H, constraints, a, a_B, delta, _regularized_lu(H, constraints, a, a_B, delta))
-        diagonal = delta + (a_B / delta if constraints.bounded else jnp.zeros((n,), dtype))
+        diagonal = delta + constraints.B.rmv(a_B / delta)
         gathered = (constraint_gram is not None and n >= GATHERED_GRAM_FROM and a.shape[0] > 0
                     and isinstance(H, Dense) and isinstance(constraints.G, Dense))
         if gathered:
@@ -271,12 +271,9 @@ class ReducedKKT(NamedTuple):
 
     def apply(self, w: KKTVector) -> KKTVector:
         """K w (unregularised)."""
-        A, G = self.constraints.A, self.constraints.G
-        x = self.H.mv(w.x) + A.rmv(w.eq) + G.rmv(self.a * w.ineq)
-        bound = w.bound
-        if self.constraints.bounded:
-            x = x + self.a_B * w.bound
-            bound = self.a_B * w.x - (1.0 - self.a_B) * w.bound
+        A, G, B = self.constraints.A, self.constraints.G, self.constraints.B
+        x = self.H.mv(w.x) + A.rmv(w.eq) + G.rmv(self.a * w.ineq) + B.rmv(self.a_B * w.bound)
+        bound = self.a_B * B.mv(w.x) - (1.0 - self.a_B) * w.bound
         return KKTVector(x, A.mv(w.x), self.a * G.mv(w.x) - (1.0 - self.a) * w.ineq, bound)
 
     def _solve_regularized(self, r: KKTVector) -> KKTVector:
@@ -285,15 +282,12 @@ class ReducedKKT(NamedTuple):
             sizes = [v.shape[0] for v in r]
             w = jax.scipy.linalg.lu_solve((self.factor.lu, self.factor.pivots), jnp.concatenate(list(r)))
             return KKTVector(*jnp.split(w, np.cumsum(sizes)[:-1].tolist()))
-        rhs = r.x + A.rmv(r.eq) / delta + G.rmv(self.a * r.ineq) / delta
-        if self.constraints.bounded:
-            rhs = rhs + self.a_B * r.bound / delta
+        B = self.constraints.B
+        rhs = r.x + A.rmv(r.eq) / delta + G.rmv(self.a * r.ineq) / delta + B.rmv(self.a_B * r.bound) / delta
         x = self.factor.solve(rhs)
         eq = (A.mv(x) - r.eq) / delta
         ineq = jnp.where(self.a > 0, (G.mv(x) - r.ineq) / delta, -r.ineq)
-        bound = r.bound
-        if self.constraints.bounded:
-            bound = jnp.where(self.a_B > 0, (x - r.bound) / delta, -r.bound)
+        bound = jnp.where(self.a_B > 0, (B.mv(x) - r.bound) / delta, -r.bound)
         return KKTVector(x, eq, ineq, bound)
 
     def solve(self, r: KKTVector) -> KKTVector:
@@ -413,11 +407,9 @@ def kkt_jacobian(system: ReducedKKT, active: ActiveSet, constraints: Constraints
     upper, lower = (side.astype(a.dtype) for side in (active.upper, active.lower))
 
     def column(grad, b, h, lb, ub):
-        bound = a_B * (upper * ub + lower * lb) if constraints.bounded else lb
-        w, change = system.solve_and_change(KKTVector(-grad, b, a * h, bound))
+        w, change = system.solve_and_change(KKTVector(-grad, b, a * h, a_B * (upper * ub + lower * lb)))
         s = (1.0 - a) * (h - constraints.G.mv(w.x))
-        z = w.x if constraints.bounded else lb
-        return Iterate(w.x, s, w.eq, a * w.ineq, z, a_B * w.bound), change
+        return Iterate(w.x, s, w.eq, a * w.ineq, constraints.B.mv(w.x), a_B * w.bound), change
 
     J, changes = jax.vmap(column, in_axes=1, out_axes=(1, 0))(*seeds)
     return J, jnp.max(changes, initial=0.0)

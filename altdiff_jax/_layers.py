@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from ._linalg import Dense, Diagonal, RowVector
-from ._objective import bound_diagonal
+from ._xupdate import bound_diagonal
 from ._options import Options, resolve_options
 from ._problem import QP, Constraints
 from ._smooth import SmoothObjective, solve_smooth_objective

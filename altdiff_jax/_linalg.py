@@ -29,7 +29,7 @@ generalised eigen-decomposition that serves every ρ without refactoring
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -208,7 +208,82 @@ class RowVector(NamedTuple):
         return RowVector(factor * self.v)
 
 
-Operator = Union[Dense, Diagonal, RowVector]
+class BoundRows:
+    """The bound block lb <= x <= ub as a constraint operator: the identity, ``(n, n)``
+    when the problem has bounds and ``(0, n)`` when it has none (a static property of the
+    shapes, as for an absent A or G). Code that handles the bound block goes through it and
+    needs no case for a problem without bounds: ``mv`` then gives an empty vector and
+    ``rmv`` zeros. Which variables actually have a finite bound is a row weight f
+    (``_problem.Constraints.bound_rows``), as the active set is for G."""
+
+    __slots__ = ("rows", "n")
+
+    def __init__(self, rows: int, n: int):
+        if rows not in (0, n):
+            raise ValueError(f"a bound block has 0 or n = {n} rows, got {rows}")
+        self.rows, self.n = rows, n
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, self.n)
+
+    def mv(self, x: jax.Array) -> jax.Array:
+        """x restricted to the block's rows: x itself, or ``(0,)`` (``(0, k)``) without bounds."""
+        return x if self.rows else x[:0]
+
+    def rmv(self, y: jax.Array) -> jax.Array:
+        """Iᵀy: y itself, or zeros ``(n,)`` (``(n, k)``) without bounds."""
+        return y if self.rows else jnp.zeros((self.n, *y.shape[1:]), y.dtype)
+
+    def assign(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        """x with the block's rows replaced by y: y itself, or x without bounds."""
+        return y if self.rows else x
+
+    def weighted_gram(self, w: jax.Array) -> jax.Array:
+        """``(n, n)`` diag(w), zeros without bounds."""
+        return jnp.diag(self.rmv(w))
+
+
+@runtime_checkable
+class Operator(Protocol):
+    """A matrix as the engine uses it: its products, its dense form and its weighted Gram
+    matrix. :class:`Dense`, :class:`SharedDense`, :class:`Diagonal` and :class:`RowVector`
+    implement it; a sparse or matrix-free operator implements the same methods, and the
+    loop (``_admm``, ``_jacobian``, residuals and certificates) uses nothing else. Which
+    factorisation a combination of operators allows is decided in one place,
+    ``_xupdate.make_x_solver`` (the ADMM x-update) and :func:`factor_system` (polishing
+    and the KKT pullback), from the operators' types."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def mv(self, x: jax.Array) -> jax.Array:
+        """M x, for ``x (n,)`` or a block of columns ``(n, k)``."""
+
+    def rmv(self, y: jax.Array) -> jax.Array:
+        """Mᵀ y, for ``y (rows,)`` or ``(rows, k)``."""
+
+    def dense(self) -> jax.Array:
+        """The ``(rows, n)`` matrix (dense factorisations and the dense KKT system only)."""
+
+    def weighted_gram(self, w: jax.Array) -> jax.Array:
+        """``(n, n)`` Mᵀ diag(w) M."""
+
+    def scale(self, rows: jax.Array, columns: jax.Array) -> "Operator":
+        """diag(rows) M diag(columns) (equilibration)."""
+
+    def times(self, factor: jax.Array) -> "Operator":
+        """factor · M for a scalar factor."""
+
+
+@runtime_checkable
+class LinearSolver(Protocol):
+    """A factorised (or otherwise invertible) square system: ``solve(rhs)`` is M⁻¹ rhs for
+    ``rhs (n,)`` or ``(n, k)``. :class:`Cholesky`, :class:`ExplicitInverse`,
+    :class:`UpdatedCholesky` and :class:`DiagonalPlusRankOne` implement it; the ADMM
+    x-update's solvers, which also follow ρ, are in ``_objective``."""
+
+    def solve(self, rhs: jax.Array) -> jax.Array: ...
 
 
 def structured(P: Operator, A: Operator, G: Operator) -> bool:
@@ -397,7 +472,7 @@ class ExplicitInverse(NamedTuple):
     factor (L⁻¹ by one triangular solve, then L⁻ᵀL⁻¹): each solve is one matrix product.
     For the x-update of a vmapped batch of small problems, where a batched triangular
     solve runs lane by lane (``benchmarks/results/profile.md``) and a batched product does not
-    (``_objective.make_x_solver``).
+    (``_xupdate.make_x_solver``).
 
     Attributes:
         inverse: ``(n, n)`` the matrix's inverse.

@@ -21,6 +21,9 @@ implementations. An objective supplies
 * ``constraint_gram()``: C when the x-update keeps it (a Cholesky factor), else None:
   polishing builds its normal matrix from it (``_kkt.ReducedKKT.build``).
 
+A :class:`QuadraticObjective` solves its x-updates with the factorisation of H(ρ) that
+``_xupdate.make_x_solver`` chooses (an ``_xupdate.XSolver``).
+
 The proximal term σ/2‖x − xᵏ‖² (OSQP's) makes H positive definite for every PSD P and
 every A, G: singular P, LPs, rank-deficient and duplicated constraints run like any other
 problem. It vanishes at a fixed point, so the solution, the KKT system and the fixed point
@@ -30,25 +33,14 @@ depend on σ.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Protocol, Union
+from typing import NamedTuple, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
 
-from ._batching import computed_where
-from ._linalg import Cholesky, Dense, DiagonalPlusRankOne, EigenFactor, ExplicitInverse, Operator, RowVector, structured
+from ._linalg import Operator
 from ._problem import Constraints
-
-EQUALITY_WEIGHT = 1.0
-"""ρ of the equality rows of a general (dense) problem relative to ρ. OSQP's 1e3 solves
-more nearly degenerate equality-constrained problems (Maros–Meszaros DUALC1, DUALC2) but lets
-the stopping rule accept a point 1.7e-4 off the optimal objective on QCAPRI, so it waits for a
-stricter rule (``benchmarks/results/maros_meszaros.md``). The structured layers' row keeps 1."""
-
-
-def equality_weight(A: Operator) -> float:
-    """w of the equality rows of ``A`` (static: chosen by the operator's type)."""
-    return EQUALITY_WEIGHT if isinstance(A, Dense) else 1.0
+from ._xupdate import EQUALITY_WEIGHT, CholeskySolver, XSolver
 
 
 class Objective(Protocol):
@@ -118,118 +110,6 @@ class Objective(Protocol):
         ...
 
 
-def constraint_gram(constraints: Constraints, n: int, dtype) -> jax.Array:
-    """``(n, n)`` C = w·AᵀA + GᵀG + diag(f): the constraints' part of H(ρ) = … + ρC."""
-    A, _, G, _, _, _ = constraints
-    C = A.weighted_gram(jnp.full((A.shape[0],), equality_weight(A), dtype))
-    C = C + G.weighted_gram(jnp.ones((G.shape[0],), dtype))
-    if constraints.bounded:
-        C = C + jnp.diag(constraints.bound_rows())
-    return C
-
-
-def bound_diagonal(constraints: Constraints, n: int, dtype) -> jax.Array:
-    """``(n,)`` f: 1 on variables with a finite bound (zeros without bounds)."""
-    return constraints.bound_rows() if constraints.bounded else jnp.zeros((n,), dtype)
-
-
-class EigenSolver(NamedTuple):
-    """H(ρ)⁻¹ at any ρ from one generalised eigen-decomposition (see ``EigenFactor``)."""
-
-    factor: EigenFactor
-    c: jax.Array
-
-    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
-        return self.factor.solve(rhs, self.c, rho)
-
-    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "EigenSolver":
-        return self
-
-
-class CholeskySolver(NamedTuple):
-    """H(ρ)⁻¹ by a Cholesky factor of H at the current ρ, recomputed when ρ changes.
-
-    Attributes:
-        factor: the factor of H(ρ) = base + ρ C (a ``Cholesky``, or under ``vmap`` the
-            ``ExplicitInverse`` formed from it: a batched triangular solve runs lane by
-            lane, a batched product does not).
-        base: ``(n, n)`` c(P̂ + σI).
-        C: ``(n, n)`` the constraints' Gram matrix.
-    """
-
-    factor: Union[Cholesky, ExplicitInverse]
-    base: jax.Array
-    C: jax.Array
-
-    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
-        del rho  # the factor is kept at the current ρ by at_rho
-        return self.factor.solve(rhs)
-
-    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "CholeskySolver":
-        # Called at termination checks only: under vmap it refactors (every lane, keeping the
-        # new factor where ρ changed) only at a check where some lane's ρ changed.
-        factor = computed_where(
-            changed, lambda base, C, rho: type(self.factor).factor(base + rho * C), (self.base, self.C, rho), self.factor
-        )
-        return self._replace(factor=factor)
-
-
-class StructuredSolver(NamedTuple):
-    """H(ρ) = diag(c(p + σ) + ρf) + ρ w vvᵀ (P diagonal, A = vᵀ, no G): O(n) at any ρ.
-
-    Attributes:
-        diagonal: ``(n,)`` c(p + σ), the cost's part of the diagonal.
-        f: ``(n,)`` the bound block's weights.
-        v: ``(n,)`` the equality row (zeros without one).
-        w: ``()`` its weight w (0 without one).
-    """
-
-    diagonal: jax.Array
-    f: jax.Array
-    v: jax.Array
-    w: jax.Array
-
-    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
-        return DiagonalPlusRankOne(self.diagonal + rho * self.f, self.v, rho * self.w).solve(rhs)
-
-    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "StructuredSolver":
-        return self
-
-
-XSolver = Union[EigenSolver, CholeskySolver, StructuredSolver]
-
-
-def make_x_solver(
-    P_hat: Operator, c: jax.Array, sigma: jax.Array, constraints: Constraints, rho: jax.Array, method: str,
-    explicit_inverse: bool = False,
-) -> XSolver:
-    """The factorisation of H(ρ) = c(P̂ + σI) + ρC that the structure and ``method`` call for.
-
-    Args:
-        P_hat: ``(n, n)`` the equilibrated P before the cost scale c.
-        c, sigma: the cost scale and the proximal weight (relative to P̂).
-        constraints: the (scaled) constraints.
-        rho: the initial ρ (the Cholesky factor is computed at it).
-        method: ``"cholesky"`` or ``"eigen"`` (ignored for structured data).
-        explicit_inverse: with ``"cholesky"``, keep H(ρ)⁻¹ formed from the factor
-            (``_linalg.ExplicitInverse``) instead of the factor.
-    """
-    n, dtype = P_hat.shape[0], c.dtype
-    f = bound_diagonal(constraints, n, dtype)
-    A = constraints.A
-    if structured(P_hat, A, constraints.G):
-        v = A.v if isinstance(A, RowVector) else jnp.zeros((n,), dtype)
-        w = jnp.asarray(equality_weight(A) if isinstance(A, RowVector) else 0.0, dtype)  # 1 for the row
-        return StructuredSolver(c * (P_hat.diagonal + sigma), f, v, w)
-    C = constraint_gram(constraints, n, dtype)
-    shifted = P_hat.dense() + sigma * jnp.eye(n, dtype=dtype)
-    if method == "eigen":
-        return EigenSolver(EigenFactor.factor(shifted, C), c)
-    base = c * shifted
-    factor = ExplicitInverse if explicit_inverse else Cholesky
-    return CholeskySolver(factor.factor(base + rho * C), base, C)
-
-
 def support(mu: jax.Array, lb: jax.Array, ub: jax.Array) -> jax.Array:
     """max over lb <= z <= ub of μᵀz (+inf when μ points along an infinite side)."""
     upper = jnp.where(mu > 0, jnp.where(jnp.isinf(ub), jnp.inf, ub * mu), 0.0)
@@ -289,10 +169,7 @@ class QuadraticObjective(NamedTuple):
     def dual_objective(self, lam, nu, mu, constraints: Constraints, x) -> jax.Array:
         """−½xᵀPx − bᵀλ − hᵀν − max_{lb<=z<=ub} μᵀz at a stationary x."""
         quadratic = 0.5 * self.c * (x @ self.P_hat.mv(x))
-        value = -quadratic - constraints.b @ lam - constraints.h @ nu
-        if constraints.bounded:
-            value = value - support(mu, constraints.lb, constraints.ub)
-        return value
+        return -quadratic - constraints.b @ lam - constraints.h @ nu - support(mu, constraints.lb, constraints.ub)
 
     def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
         # (5a) with the proximal term: H x⁺ = σxᵏ − q − r,  H = c(P̂ + σI) + ρC

@@ -78,15 +78,12 @@ def _in_domain(objective, x: jax.Array) -> jax.Array:
 def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -> jax.Array:
     """Whether the step on ``active`` ended at a KKT point: multipliers of the active rows
     and bounds have their signs, and the rows and bounds outside it hold (to the margin)."""
-    lb, ub = constraints.lb, constraints.ub
+    lb, ub, x_B = constraints.lb, constraints.ub, constraints.B.mv(x)
     rows = jnp.where(active.inequality, -y.ineq, -slack) <= active_margin(constraints.h, tol)
-    ok = jnp.all(rows)
-    if constraints.bounded:
-        upper_ok = jnp.where(active.upper, -y.bound <= tol, x <= ub + active_margin(ub, tol))
-        lower_ok = jnp.where(active.lower, y.bound <= tol, x >= lb - active_margin(lb, tol))
-        ok = ok & jnp.all(upper_ok | ~jnp.isfinite(ub) & ~active.upper) & jnp.all(
-            lower_ok | ~jnp.isfinite(lb) & ~active.lower)
-    return ok
+    upper_ok = jnp.where(active.upper, -y.bound <= tol, x_B <= ub + active_margin(ub, tol))
+    lower_ok = jnp.where(active.lower, y.bound <= tol, x_B >= lb - active_margin(lb, tol))
+    return jnp.all(rows) & jnp.all(upper_ok | ~jnp.isfinite(ub) & ~active.upper) & jnp.all(
+        lower_ok | ~jnp.isfinite(lb) & ~active.lower)
 
 
 def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, first) -> tuple[Any, KKTVector]:
@@ -100,14 +97,14 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
     cannot serve, the system is factored anew."""
     A, b, G, h, lb, ub = constraints
     H = objective.hessian_operator(x)
-    bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0)) if constraints.bounded else lb
+    bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0))
 
     def solved(system: ReducedKKT):
         rhs = KKTVector(
             -objective.gradient(x),
             b - A.mv(x),
             system.a * (h - G.mv(x)),
-            system.a_B * (jnp.where(system.a_B > 0, bound_target, 0.0) - x) if constraints.bounded else lb,
+            system.a_B * (jnp.where(system.a_B > 0, bound_target, 0.0) - constraints.B.mv(x)),
         )
         return system.factor, *system.solve_and_change(rhs)
 
@@ -150,7 +147,7 @@ def _round(objective, constraints, rho, tol, state: _Round) -> _Round:
     h = constraints.h
     x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, state.count == 0)
     nu = jnp.where(state.active.inequality, y.ineq, 0.0)
-    mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0) if constraints.bounded else y.bound
+    mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0)
     slack = h - constraints.G.mv(x)
     new_active = active_set(constraints, slack, nu, x, mu, rho, tol)
     eps = jnp.finfo(x.dtype).eps
@@ -198,11 +195,10 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
     x, y, active = final.x, final.y, final.used
     nu = jnp.where(active.inequality, jnp.maximum(y.ineq, 0.0), 0.0)
     s = jnp.maximum(h - G.mv(x), 0.0)
-    z_B, mu = lb, lb
-    if constraints.bounded:
-        x = jnp.where(active.upper, ub, jnp.where(active.lower, lb, x))
-        mu = jnp.where(active.upper, jnp.maximum(y.bound, 0.0), jnp.where(active.lower, jnp.minimum(y.bound, 0.0), 0.0))
-        z_B = jnp.clip(x, lb, ub)
+    B = constraints.B
+    x = B.assign(x, jnp.where(active.upper, ub, jnp.where(active.lower, lb, B.mv(x))))
+    mu = jnp.where(active.upper, jnp.maximum(y.bound, 0.0), jnp.where(active.lower, jnp.minimum(y.bound, 0.0), 0.0))
+    z_B = jnp.clip(B.mv(x), lb, ub)
     candidate = Iterate(x, s, y.eq, nu, z_B, mu)
     finite = all_finite(candidate)
     return candidate, finite & (final.count > 0), PolishedSystem(final.used, final.factor)

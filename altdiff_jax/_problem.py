@@ -7,7 +7,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from ._linalg import Dense, Operator
+from ._linalg import BoundRows, Dense, Operator
 
 
 class QP(NamedTuple):
@@ -76,11 +76,15 @@ class Constraints(NamedTuple):
         """Whether the problem has a bound block (static)."""
         return self.lb.shape[0] > 0
 
+    @property
+    def B(self) -> BoundRows:
+        """The bound block's operator (the identity; no rows without bounds)."""
+        return BoundRows(self.lb.shape[0], self.A.shape[1])
+
     def bound_rows(self) -> jax.Array:
         """``(n,)`` 1.0 where a variable has a finite bound, 0.0 where it is free: the
         weight of the bound block in every linear system ((0,) without bounds)."""
         return (jnp.isfinite(self.lb) | jnp.isfinite(self.ub)).astype(self.lb.dtype)
-
 
 def _as_float_array(owner: str, name: str, value, dtype=None, reference: str = "P") -> jax.Array:
     array = jnp.asarray(value)

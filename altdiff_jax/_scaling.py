@@ -30,6 +30,12 @@ from ._problem import Constraints
 _CLIP = (1e-4, 1e4)  # bounds on one Ruiz step, as in OSQP
 
 
+def _on_bounds(D: jax.Array, bound_block: jax.Array) -> jax.Array:
+    """The variables' scale D on the rows of the bound block that ``bound_block`` (a
+    vector or columns of it) belongs to: D itself, or ``(0,)`` for a problem without bounds."""
+    return D[: bound_block.shape[0]]
+
+
 class Scaling(NamedTuple):
     """Diagonal scalings: D ``(n,)``, E_A ``(p,)``, E_G ``(m,)`` and the cost factor c ``()``."""
 
@@ -44,51 +50,49 @@ class Scaling(NamedTuple):
     def unscale(self, z: Iterate) -> Iterate:
         """Scaled iterate (or Jacobian, with a trailing column axis) -> user's scaling."""
         col = self._col(z.x)
-        bounded = z.z.shape[0] > 0
-        D = col(self.D)
+        D, D_B = col(self.D), col(_on_bounds(self.D, z.z))
         return Iterate(
             D * z.x,
             z.s / col(self.E_G),
             col(self.E_A) * z.lam / self.c,
             col(self.E_G) * z.nu / self.c,
-            D * z.z if bounded else z.z,
-            z.mu / (self.c * D) if bounded else z.mu,
+            D_B * z.z,
+            z.mu / (self.c * D_B),
         )
 
     def scale(self, z: Iterate) -> Iterate:
         """User's scaling -> scaled iterate: the inverse of :meth:`unscale`."""
-        bounded = z.z.shape[0] > 0
+        D_B = _on_bounds(self.D, z.z)
         return Iterate(
             z.x / self.D,
             z.s * self.E_G,
             self.c * z.lam / self.E_A,
             self.c * z.nu / self.E_G,
-            z.z / self.D if bounded else z.z,
-            self.c * self.D * z.mu if bounded else z.mu,
+            z.z / D_B,
+            self.c * D_B * z.mu,
         )
 
     def scale_seeds(self, seeds: Seeds) -> Seeds:
         """Seeds of the user's parameters expressed in scaled data."""
-        bounded = seeds.lb.shape[0] > 0
-        inverse_D = (1.0 / self.D)[:, None]
+        inverse_D = (1.0 / _on_bounds(self.D, seeds.lb))[:, None]
         return Seeds(
             (self.c * self.D)[:, None] * seeds.grad,
             self.E_A[:, None] * seeds.b,
             self.E_G[:, None] * seeds.h,
-            inverse_D * seeds.lb if bounded else seeds.lb,
-            inverse_D * seeds.ub if bounded else seeds.ub,
+            inverse_D * seeds.lb,
+            inverse_D * seeds.ub,
         )
 
     def parameter_cotangents(self, sigma_bar: Seeds) -> Seeds:
         """Cotangents of the scaled seeds (vectors) -> cotangents of the user's
         (q, b, h, lb, ub): the transpose of :meth:`scale_seeds` for one column."""
-        bounded = sigma_bar.lb.shape[0] > 0
+        D_B = _on_bounds(self.D, sigma_bar.lb)
         return Seeds(
             self.c * self.D * sigma_bar.grad,
             self.E_A * sigma_bar.b,
             self.E_G * sigma_bar.h,
-            sigma_bar.lb / self.D if bounded else sigma_bar.lb,
-            sigma_bar.ub / self.D if bounded else sigma_bar.ub,
+            sigma_bar.lb / D_B,
+            sigma_bar.ub / D_B,
         )
 
 
@@ -158,9 +162,6 @@ def ruiz_equilibrate(
         cost_norm = jnp.maximum(jnp.mean(jnp.max(jnp.abs(P_hat), axis=0)), jnp.max(jnp.abs(D * q)))
         c = jnp.where(cost_norm > 0, jnp.clip(1.0 / jnp.maximum(cost_norm, tiny), *_CLIP), 1.0)
     E_A, E_G = E[:p], E[p:]
-    bounded = lb.shape[0] > 0
-    scaled = Constraints(
-        A.scale(E_A, D), E_A * b, G.scale(E_G, D), E_G * h,
-        lb / D if bounded else lb, ub / D if bounded else ub,
-    )
+    D_B = _on_bounds(D, lb)
+    scaled = Constraints(A.scale(E_A, D), E_A * b, G.scale(E_G, D), E_G * h, lb / D_B, ub / D_B)
     return Dense(P_hat), c * D * q, scaled, Scaling(D, E_A, E_G, c)

@@ -161,55 +161,61 @@ def sharded_vmap(
         shards = math.prod(mesh_.shape[name] for name in names)
         leaves, treedef = jax.tree_util.tree_flatten(args)
         axes = _leaf_axes(in_axes, args)
-        sizes = set()
-        for i, (leaf, axis) in enumerate(zip(leaves, axes)):
-            if axis is None:
-                continue
-            leaf = jnp.asarray(leaf)
-            if not -leaf.ndim <= axis < leaf.ndim:
-                raise ValueError(f"in_axes {axis} is out of range for a leaf of shape {leaf.shape}")
-            leaves[i] = leaf = jnp.moveaxis(leaf, axis, 0)
-            sizes.add(leaf.shape[0])
-        if len(sizes) != 1:
-            raise ValueError(
-                "sharded_vmap needs at least one batched leaf and one batch size, got sizes "
-                f"{sorted(sizes)} from in_axes {in_axes!r}"
-            )
-        (size,) = sizes
+        leaves, size = _batch_axis_first(leaves, axes, in_axes)
         pad = -size % shards
-        if pad:  # copies of lane 0, a real lane: cut from the outputs, cotangents masked below
-            leaves = [
-                leaf if axis is None else jnp.concatenate(
-                    [leaf, jax.lax.stop_gradient(jnp.repeat(leaf[:1], pad, axis=0))]
-                )
-                for leaf, axis in zip(leaves, axes)
-            ]
-        valid = jnp.arange(size + pad) < size
+        leaves = _padded(leaves, axes, pad)
+        lane = _lane(fn, treedef, masked=bool(pad))
         batch = PartitionSpec(names[0] if len(names) == 1 else names)
-        vmap_axes = tuple(None if axis is None else 0 for axis in axes)
-
-        def lane(is_valid, *lane_leaves):
-            out = fn(*jax.tree_util.tree_unflatten(treedef, lane_leaves))
-            if not pad:
-                return out
-            # Padding lanes pass no cotangent back, whatever their outputs are used for.
-            return jax.tree_util.tree_map(
-                lambda o: jnp.where(is_valid, o, jax.lax.stop_gradient(o)), out
-            )
-
-        def per_device(local_valid, *local_leaves):
-            return jax.vmap(lane, in_axes=(0, *vmap_axes))(local_valid, *local_leaves)
-
+        vmap_axes = (0, *(None if axis is None else 0 for axis in axes))
         out = jax.shard_map(
-            per_device,
+            lambda *local: jax.vmap(lane, in_axes=vmap_axes)(*local),
             mesh=mesh_,
             in_specs=(batch, *(PartitionSpec() if axis is None else batch for axis in axes)),
             out_specs=batch,
             check_vma=False,
-        )(valid, *leaves)
+        )(jnp.arange(size + pad) < size, *leaves)
         return jax.tree_util.tree_map(lambda o: o[:size], out) if pad else out
 
     return mapped
+
+
+def _batch_axis_first(leaves: list, axes: list[Optional[int]], in_axes: Any) -> tuple[list, int]:
+    """The batched leaves with their batch axis moved to the front, and the batch size."""
+    leaves, sizes = list(leaves), set()
+    for i, (leaf, axis) in enumerate(zip(leaves, axes)):
+        if axis is None:
+            continue
+        leaf = jnp.asarray(leaf)
+        if not -leaf.ndim <= axis < leaf.ndim:
+            raise ValueError(f"in_axes {axis} is out of range for a leaf of shape {leaf.shape}")
+        leaves[i] = leaf = jnp.moveaxis(leaf, axis, 0)
+        sizes.add(leaf.shape[0])
+    if len(sizes) != 1:
+        raise ValueError(
+            "sharded_vmap needs at least one batched leaf and one batch size, got sizes "
+            f"{sorted(sizes)} from in_axes {in_axes!r}"
+        )
+    return leaves, sizes.pop()
+
+
+def _padded(leaves: list, axes: list[Optional[int]], pad: int) -> list:
+    """The batched leaves padded with ``pad`` copies of lane 0, a real lane: the copies are
+    cut from the outputs and pass no cotangent back (:func:`_lane`)."""
+    if not pad:
+        return leaves
+    return [leaf if axis is None else jnp.concatenate([leaf, jax.lax.stop_gradient(jnp.repeat(leaf[:1], pad, axis=0))])
+            for leaf, axis in zip(leaves, axes)]
+
+
+def _lane(fn: Callable[..., Any], treedef, masked: bool) -> Callable[..., Any]:
+    """``fn`` of one lane's leaves, taking first whether the lane is a real one; with
+    ``masked``, padding lanes pass no cotangent back, whatever their outputs are used for."""
+    def lane(is_valid, *lane_leaves):
+        out = fn(*jax.tree_util.tree_unflatten(treedef, lane_leaves))
+        if not masked:
+            return out
+        return jax.tree_util.tree_map(lambda o: jnp.where(is_valid, o, jax.lax.stop_gradient(o)), out)
+    return lane
 
 
 def solve_sharded(

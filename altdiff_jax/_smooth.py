@@ -25,7 +25,7 @@ from jax import lax
 
 from ._iterate import Iterate
 from ._linalg import Dense, Diagonal, Operator, RowVector, factor_system
-from ._objective import bound_diagonal, equality_weight
+from ._xupdate import bound_diagonal, equality_weight
 from ._options import Options, resolve_options
 from ._problem import QP, Constraints, bounds, constraint_block, data_gradients
 from ._scaling import cost_scaling
@@ -142,6 +142,40 @@ jax.tree_util.register_dataclass(
 )
 
 
+def _backtracking_step(phi, gradient_phi, x: jax.Array, step: jax.Array, gradient: jax.Array) -> jax.Array:
+    """The step length t, halved from 1 until x + t·step is in f's open domain and φ
+    decreases enough (Armijo), at most ``_LINE_SEARCH_HALVINGS`` times."""
+    eps = jnp.finfo(x.dtype).eps
+    slope, value = gradient @ step, phi(x)
+
+    def rejected(t, count):
+        x_trial = x + t * step
+        trial, trial_gradient = phi(x_trial), gradient_phi(x_trial)
+        # A trial point must lie in the open domain of f: finite value and gradient
+        # (an entropy's x = 0 has a finite value but an infinite gradient).
+        in_domain = jnp.isfinite(trial) & jnp.all(jnp.isfinite(trial_gradient))
+        armijo = trial <= value + _ARMIJO * t * slope
+        # Near the minimiser the decrease a Newton step promises, ~|∇φ|², falls below
+        # the rounding of φ once |∇φ| ~ √eps: Armijo then rejects the step on noise.
+        # Within rounding of φ, a step that does not increase ‖∇φ‖∞ is accepted
+        # instead, so Newton goes on to round-off level.
+        within_rounding = trial <= value + 10 * eps * jnp.abs(value)
+        gradient_ok = jnp.max(jnp.abs(trial_gradient)) <= jnp.max(jnp.abs(gradient))
+        bad = ~in_domain | ~(armijo | (within_rounding & gradient_ok))
+        return bad & (count < _LINE_SEARCH_HALVINGS)
+
+    def shrink(carry):
+        t, count, _ = carry
+        t, count = t * 0.5, count + 1
+        return t, count, rejected(t, count)
+
+    # The verdict on the current t is carried, and the loop's condition only reads it:
+    # under vmap, a condition that recomputed the Armijo test could round differently
+    # from the body's evaluation on a near-tie, and the batch would spin forever.
+    one, zero = jnp.ones((), x.dtype), jnp.int32(0)
+    return lax.while_loop(lambda carry: carry[2], shrink, (one, zero, rejected(one, zero)))[0]
+
+
 def newton_minimise(objective: SmoothObjective, x0: jax.Array, r: jax.Array, rho) -> jax.Array:
     """Damped Newton on φ(x) = f(x) + rᵀx + ρ/2 xᵀCx + σ/2‖x − x0‖² from ``x0``.
 
@@ -164,35 +198,7 @@ def newton_minimise(objective: SmoothObjective, x0: jax.Array, r: jax.Array, rho
         x, _, iteration = carry
         gradient = gradient_phi(x)
         step = -objective.newton_system(x, rho).solve(gradient)
-        slope = gradient @ step
-        value = phi(x)
-
-        def rejected(t, count):
-            x_trial = x + t * step
-            trial, trial_gradient = phi(x_trial), gradient_phi(x_trial)
-            # A trial point must lie in the open domain of f: finite value and gradient
-            # (an entropy's x = 0 has a finite value but an infinite gradient).
-            in_domain = jnp.isfinite(trial) & jnp.all(jnp.isfinite(trial_gradient))
-            armijo = trial <= value + _ARMIJO * t * slope
-            # Near the minimiser the decrease a Newton step promises, ~|∇φ|², falls below
-            # the rounding of φ once |∇φ| ~ √eps: Armijo then rejects the step on noise.
-            # Within rounding of φ, a step that does not increase ‖∇φ‖∞ is accepted
-            # instead, so Newton goes on to round-off level.
-            within_rounding = trial <= value + 10 * eps * jnp.abs(value)
-            gradient_ok = jnp.max(jnp.abs(trial_gradient)) <= jnp.max(jnp.abs(gradient))
-            bad = ~in_domain | ~(armijo | (within_rounding & gradient_ok))
-            return bad & (count < _LINE_SEARCH_HALVINGS)
-
-        def shrink(carry):
-            t, count, _ = carry
-            t, count = t * 0.5, count + 1
-            return t, count, rejected(t, count)
-
-        # The verdict on the current t is carried, and the loop's condition only reads it:
-        # under vmap, a condition that recomputed the Armijo test could round differently
-        # from the body's evaluation on a near-tie, and the batch would spin forever.
-        one, zero = jnp.ones((), x.dtype), jnp.int32(0)
-        t, _, _ = lax.while_loop(lambda carry: carry[2], shrink, (one, zero, rejected(one, zero)))
+        t = _backtracking_step(phi, gradient_phi, x, step, gradient)
         x_new = x + t * step
         small = jnp.max(jnp.abs(t * step)) <= 10 * eps * (1 + jnp.max(jnp.abs(x_new)))
         return x_new, small | ~jnp.all(jnp.isfinite(step)), iteration + 1
@@ -289,7 +295,7 @@ def solve_smooth_objective(
     n, dtype = constraints.A.shape[1], constraints.b.dtype
     z0 = initial_iterate(init, constraints, n, dtype)
     if init is None and x0 is not None:
-        z0 = z0._replace(x=x0, z=jnp.clip(x0, constraints.lb, constraints.ub) if constraints.bounded else z0.z)
+        z0 = z0._replace(x=x0, z=jnp.clip(constraints.B.mv(x0), constraints.lb, constraints.ub))
     structure = options.structure()._replace(scaling_iterations=0)
     try:
         return _solve_smooth(structure, make_objective, theta, constraints, options.numerics(dtype), z0)

@@ -21,7 +21,8 @@ from ._driver import initial_status, run, run_then_differentiate
 from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
 from ._linalg import Dense, SharedDense
 from ._linalg import structured as is_structured
-from ._objective import QuadraticObjective, make_x_solver
+from ._objective import QuadraticObjective
+from ._xupdate import make_x_solver
 from ._options import Numerics, Options, Structure, resolve_options
 from ._problem import QP, Constraints, data_gradients, validate_qp
 from ._scaling import Scaling, cost_scaling, ruiz_equilibrate
@@ -149,9 +150,8 @@ def run_objective(
         z, J, objective, info, polished_system = run(
             objective, constraints, scaling, start, carried, numerics, structure, status0, *settings)
     user = scaling.unscale(z)
-    x = user.x
-    if constraints.bounded:
-        x = jnp.where(info.polished, jnp.clip(x, *bounds), x)
+    B = constraints.B
+    x = jnp.where(info.polished, B.assign(user.x, jnp.clip(B.mv(user.x), *bounds)), user.x)
     solution = Solution(x, user.s, user.lam, user.nu, user.mu, info)
     return _Run(objective, constraints, scaling, z, J, solution, polished_system)
 
@@ -509,8 +509,8 @@ def jvp(
         dP_s = c * D[:, None] * dP * D[None, :]
         dA_s, dG_s = E_A[:, None] * dA * D[None, :], E_G[:, None] * dG * D[None, :]
         dq_s, db_s, dh_s = c * D * dq, E_A * db, E_G * dh
-        bounded = dlb.shape[0] > 0
-        dlb_s, dub_s = (dlb / D, dub / D) if bounded else (dlb, dub)
+        D_B = D[: dlb.shape[0]]  # D on the bound block's rows (none without bounds)
+        dlb_s, dub_s = dlb / D_B, dub / D_B
 
         def at(z: Iterate) -> Seeds:
             grad = dq_s + dP_s @ z.x + dA_s.T @ z.lam + dG_s.T @ z.nu

@@ -297,7 +297,7 @@ def test_a_large_normal_matrix_is_built_from_the_x_update_gram_by_its_smaller_ro
     the reduced KKT system as the one built without C."""
     from altdiff_jax._kkt import GATHERED_GRAM_FROM, _gathered_normal_matrix, regularization
     from altdiff_jax._linalg import assemble
-    from altdiff_jax._objective import constraint_gram
+    from altdiff_jax._xupdate import constraint_gram
 
     n, p, m = _LARGE, 20, 60
     assert GATHERED_GRAM_FROM <= n

@@ -67,10 +67,11 @@ def test_auto_factors_a_batch_by_cholesky_where_its_lanes_own_their_matrices():
     for in_axes in (ALL_BATCHED, SHARED_MATRICES):
         batch, _ = _batch(in_axes)
         fn = jax.jit(jax.vmap(jax.value_and_grad(linear_loss, has_aux=True), in_axes=(in_axes, None, None)))
-        runs = [("auto", True), ("cholesky", True), ("eigen", True), ("auto", False), ("eigen", False)]
         results = {(choice, polish): fn(batch, g, ad.Options(factorization=choice, polish=polish))
-                   for choice, polish in runs}
+                   for choice in ("auto", "cholesky", "eigen") for polish in (True, False)}
+        # The two methods tell apart, with and without polishing (else "auto" matching one says nothing).
         assert _differ(results["cholesky", True], results["eigen", True])
+        assert _differ(results["cholesky", False], results["eigen", False])
         # Without polishing stops the loop runs long and ρ changes often: eigen for both.
         chosen = "cholesky" if in_axes is ALL_BATCHED else "eigen"
         chex.assert_trees_all_equal(results["auto", True], results[chosen, True])

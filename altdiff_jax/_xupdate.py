@@ -1,0 +1,155 @@
+"""The ADMM x-update's linear systems H(ρ) = c(P̂ + σI) + ρC (paper eq. 5a) and the
+solvers that follow ρ, chosen in one place (:func:`make_x_solver`).
+
+C = w·AᵀA + GᵀG + diag(f) is the constraints' part (f: the bounded variables, w: the
+equality rows' weight). Three solvers implement :class:`XSolver`:
+
+* :class:`StructuredSolver`: P diagonal, at most one equality row, no G: diagonal plus
+  rank one, O(n) at any ρ (the sparsemax and softmax layers);
+* :class:`EigenSolver`: one generalised eigen-decomposition that serves every ρ (a batch
+  whose lanes adapt ρ each on their own);
+* :class:`CholeskySolver`: a Cholesky factor at the current ρ, recomputed when ρ changes.
+
+A new operator type (sparse, matrix-free) needs a solver here and a branch of
+:func:`make_x_solver`; the loop only calls ``solve(rhs, rho)`` and ``at_rho``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol, Union
+
+import jax
+import jax.numpy as jnp
+
+from ._batching import computed_where
+from ._linalg import Cholesky, Dense, DiagonalPlusRankOne, EigenFactor, ExplicitInverse, Operator, RowVector, structured
+from ._problem import Constraints
+
+EQUALITY_WEIGHT = 1.0
+"""ρ of the equality rows of a general (dense) problem relative to ρ. OSQP's 1e3 solves
+more nearly degenerate equality-constrained problems (Maros–Meszaros DUALC1, DUALC2) but lets
+the stopping rule accept a point 1.7e-4 off the optimal objective on QCAPRI, so it waits for a
+stricter rule (``benchmarks/results/maros_meszaros.md``). The structured layers' row keeps 1."""
+
+
+def equality_weight(A: Operator) -> float:
+    """w of the equality rows of ``A`` (static: chosen by the operator's type)."""
+    return EQUALITY_WEIGHT if isinstance(A, Dense) else 1.0
+
+
+class XSolver(Protocol):
+    """H(ρ)⁻¹ for the x-update (eq. 5a) and the Jacobian x-update (eq. 5ga)."""
+
+    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+        """H(ρ)⁻¹ rhs for ``rhs (n,)`` or ``(n, k)``, at the loop's current ρ."""
+        ...
+
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "XSolver":
+        """The solver ready for a new ρ where ``changed``."""
+        ...
+
+
+def constraint_gram(constraints: Constraints, n: int, dtype) -> jax.Array:
+    """``(n, n)`` C = w·AᵀA + GᵀG + diag(f): the constraints' part of H(ρ) = … + ρC."""
+    A, _, G, _, _, _ = constraints
+    C = A.weighted_gram(jnp.full((A.shape[0],), equality_weight(A), dtype))
+    return C + G.weighted_gram(jnp.ones((G.shape[0],), dtype)) + constraints.B.weighted_gram(constraints.bound_rows())
+
+
+def bound_diagonal(constraints: Constraints, n: int, dtype) -> jax.Array:
+    """``(n,)`` f: 1 on variables with a finite bound (zeros without bounds)."""
+    return constraints.B.rmv(constraints.bound_rows())
+
+
+class EigenSolver(NamedTuple):
+    """H(ρ)⁻¹ at any ρ from one generalised eigen-decomposition (see ``EigenFactor``)."""
+
+    factor: EigenFactor
+    c: jax.Array
+
+    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+        return self.factor.solve(rhs, self.c, rho)
+
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "EigenSolver":
+        return self
+
+
+class CholeskySolver(NamedTuple):
+    """H(ρ)⁻¹ by a Cholesky factor of H at the current ρ, recomputed when ρ changes.
+
+    Attributes:
+        factor: the factor of H(ρ) = base + ρ C (a ``Cholesky``, or under ``vmap`` the
+            ``ExplicitInverse`` formed from it: a batched triangular solve runs lane by
+            lane, a batched product does not).
+        base: ``(n, n)`` c(P̂ + σI).
+        C: ``(n, n)`` the constraints' Gram matrix.
+    """
+
+    factor: Union[Cholesky, ExplicitInverse]
+    base: jax.Array
+    C: jax.Array
+
+    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+        del rho  # the factor is kept at the current ρ by at_rho
+        return self.factor.solve(rhs)
+
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "CholeskySolver":
+        # Called at termination checks only: under vmap it refactors (every lane, keeping the
+        # new factor where ρ changed) only at a check where some lane's ρ changed.
+        factor = computed_where(
+            changed, lambda base, C, rho: type(self.factor).factor(base + rho * C), (self.base, self.C, rho), self.factor
+        )
+        return self._replace(factor=factor)
+
+
+class StructuredSolver(NamedTuple):
+    """H(ρ) = diag(c(p + σ) + ρf) + ρ w vvᵀ (P diagonal, A = vᵀ, no G): O(n) at any ρ.
+
+    Attributes:
+        diagonal: ``(n,)`` c(p + σ), the cost's part of the diagonal.
+        f: ``(n,)`` the bound block's weights.
+        v: ``(n,)`` the equality row (zeros without one).
+        w: ``()`` its weight w (0 without one).
+    """
+
+    diagonal: jax.Array
+    f: jax.Array
+    v: jax.Array
+    w: jax.Array
+
+    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+        return DiagonalPlusRankOne(self.diagonal + rho * self.f, self.v, rho * self.w).solve(rhs)
+
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "StructuredSolver":
+        return self
+
+
+def make_x_solver(
+    P_hat: Operator, c: jax.Array, sigma: jax.Array, constraints: Constraints, rho: jax.Array, method: str,
+    explicit_inverse: bool = False,
+) -> XSolver:
+    """The factorisation of H(ρ) = c(P̂ + σI) + ρC that the structure and ``method`` call for.
+
+    Args:
+        P_hat: ``(n, n)`` the equilibrated P before the cost scale c.
+        c, sigma: the cost scale and the proximal weight (relative to P̂).
+        constraints: the (scaled) constraints.
+        rho: the initial ρ (the Cholesky factor is computed at it).
+        method: ``"cholesky"`` or ``"eigen"`` (ignored for structured data).
+        explicit_inverse: with ``"cholesky"``, keep H(ρ)⁻¹ formed from the factor
+            (``_linalg.ExplicitInverse``) instead of the factor.
+    """
+    n, dtype = P_hat.shape[0], c.dtype
+    f = bound_diagonal(constraints, n, dtype)
+    A = constraints.A
+    if structured(P_hat, A, constraints.G):
+        v = A.v if isinstance(A, RowVector) else jnp.zeros((n,), dtype)
+        w = jnp.asarray(equality_weight(A) if isinstance(A, RowVector) else 0.0, dtype)  # 1 for the row
+        return StructuredSolver(c * (P_hat.diagonal + sigma), f, v, w)
+    C = constraint_gram(constraints, n, dtype)
+    shifted = P_hat.dense() + sigma * jnp.eye(n, dtype=dtype)
+    if method == "eigen":
+        return EigenSolver(EigenFactor.factor(shifted, C), c)
+    base = c * shifted
+    factor = ExplicitInverse if explicit_inverse else Cholesky
+    return CholeskySolver(factor.factor(base + rho * C), base, C)
