@@ -74,12 +74,19 @@ def zero_jacobian(z: Iterate, k: int) -> Iterate:
     return Iterate(*(jnp.zeros(v.shape + (k,), v.dtype) for v in z))
 
 
-def inf_norm(v: jax.Array) -> jax.Array:
-    """‖v‖∞, defined as 0 for an empty array (an absent constraint block)."""
+def inf_norm(*arrays: jax.Array) -> jax.Array:
+    """‖v‖∞ of one array, or the largest over several (one reduction over their entries,
+    not one per array: a smaller compiled program); 0 for empty arrays (absent blocks)."""
+    v = arrays[0] if len(arrays) == 1 else jnp.concatenate([jnp.ravel(a) for a in arrays])
     return jnp.max(jnp.abs(v), initial=0.0)
 
 
 def all_finite(tree) -> jax.Array:
-    """Whether every entry of every leaf is finite (True for an empty tree)."""
+    """Whether every entry of every leaf is finite (True for an empty tree). Vectors are
+    tested in one reduction over their entries; matrices each in their own (not copied)."""
     leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves] or [jnp.bool_(True)]))
+    vectors = [jnp.ravel(leaf) for leaf in leaves if jnp.ndim(leaf) <= 1]
+    tests = [jnp.all(jnp.isfinite(leaf)) for leaf in leaves if jnp.ndim(leaf) > 1]
+    if vectors:
+        tests.append(jnp.all(jnp.isfinite(jnp.concatenate(vectors))))
+    return jnp.all(jnp.stack(tests or [jnp.bool_(True)]))

@@ -86,15 +86,17 @@ def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -
         lower_ok | ~jnp.isfinite(lb) & ~active.lower)
 
 
-def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, first) -> tuple[Any, KKTVector]:
+def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, first: bool
+            ) -> tuple[Any, KKTVector]:
     """The factor of the reduced KKT system on ``active`` and its solution for the Newton
     step from x.
 
     A :class:`_kkt.ReusableFactor` ``previous`` (only QPs carry one: their Hessian is
-    constant, ``_solve._forward``) that is not the ``first`` round's placeholder serves if
-    its base is near ``active`` (``ReducedKKT.reusable``), unless the refinement with it
-    does not reach ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it
-    cannot serve, the system is factored anew."""
+    constant, ``_solve._forward``) serves a round after the ``first`` (static) if its base
+    is near ``active`` (``ReducedKKT.reusable``), unless the refinement with it does not
+    reach ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it cannot
+    serve, the system is factored anew. The fresh factorisation is traced once, after both
+    tests (a smaller program; under ``vmap``, computed once per lane, not once per test)."""
     A, b, G, h, lb, ub = constraints
     H = objective.hessian_operator(x)
     bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0))
@@ -109,22 +111,26 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
         return system.factor, *system.solve_and_change(rhs)
 
     gram = objective.constraint_gram()
-    if not isinstance(previous, ReusableFactor):
-        return solved(ReducedKKT.build(H, constraints, active, constraint_gram=gram))[:2]
+    reusable = isinstance(previous, ReusableFactor)
 
     def fresh():
-        return solved(ReducedKKT.build(H, constraints, active, reusable=True, constraint_gram=gram))
+        return solved(ReducedKKT.build(H, constraints, active, reusable=reusable, constraint_gram=gram))[:2]
+
+    if first or not reusable:
+        return fresh()
 
     def updated():
         factor, w, change = solved(ReducedKKT.nearby(H, constraints, active, previous))
-        floor = STALL_FLOOR[jnp.dtype(x.dtype).itemsize]
-        return jax.lax.cond(change <= floor, lambda: (factor, w, change), fresh)
+        return factor, w, change <= STALL_FLOOR[jnp.dtype(x.dtype).itemsize]
 
-    reuse = ~first & ReducedKKT.reusable(constraints, active, previous)
-    return jax.lax.cond(reuse, updated, fresh)[:2]
+    def not_tried():
+        return previous, KKTVector(*(jnp.zeros_like(v) for v in (x, b, h, lb))), jnp.bool_(False)
+
+    factor, w, accurate = lax.cond(ReducedKKT.reusable(constraints, active, previous), updated, not_tried)
+    return lax.cond(accurate, lambda: (factor, w), fresh)
 
 
-def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previous, first
+def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previous, first: bool
                  ) -> tuple[jax.Array, KKTVector, Any]:
     """One Newton step on the problem restricted to ``active``: (x + t·Δx, multipliers,
     the factor of the reduced KKT system; ``previous`` and ``first``: see :func:`_solved`)."""
@@ -142,10 +148,11 @@ def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previo
     return x + t * w.x, w, factor
 
 
-def _round(objective, constraints, rho, tol, state: _Round) -> _Round:
-    """One Newton step on ``state.active``, and the active set re-read from its point."""
+def _round(objective, constraints, rho, tol, state: _Round, first: bool = False) -> _Round:
+    """One Newton step on ``state.active``, and the active set re-read from its point
+    (``first``, static: the polish's first round, which factors anew)."""
     h = constraints.h
-    x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, state.count == 0)
+    x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, first)
     nu = jnp.where(state.active.inequality, y.ineq, 0.0)
     mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0)
     slack = h - constraints.G.mv(x)
@@ -189,7 +196,7 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
     # Every lane takes the first step; under vmap the later rounds run on the few lanes
     # whose active set moved, gathered apart (a while loop would run them for every lane).
     data = (objective, constraints, rho, tol)
-    final = on_needing_lanes(later_rounds, unfinished, data, _round(*data, start))
+    final = on_needing_lanes(later_rounds, unfinished, data, _round(*data, start, first=True))
     # The multipliers of the last step belong to the active set it was taken on; a row
     # that the last re-read would move is reported by the residuals, not hidden.
     x, y, active = final.x, final.y, final.used

@@ -147,7 +147,9 @@ def ruiz_equilibrate(
     D = jnp.ones(q.shape, dtype)
     E = jnp.ones(M.shape[:1], dtype)
     tiny = jnp.finfo(dtype).tiny ** 0.25
-    for _ in range(iterations):
+
+    def ruiz_step(_, scales):
+        D, E = scales
         P_s = D[:, None] * P_dense * D[None, :]
         M_s = E[:, None] * M * D[None, :]
         column_norms = jnp.maximum(jnp.max(jnp.abs(P_s), axis=0), jnp.max(jnp.abs(M_s), axis=0, initial=0.0))
@@ -156,6 +158,10 @@ def ruiz_equilibrate(
         # keeps its scale.
         D = D * jnp.where(column_norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(column_norms, tiny)), *_CLIP), 1.0)
         E = E * jnp.where(row_norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(row_norms, tiny)), *_CLIP), 1.0)
+        return D, E
+
+    # A loop, not unrolled: one copy of the step in the compiled program.
+    D, E = jax.lax.fori_loop(0, iterations, ruiz_step, (D, E)) if iterations else (D, E)
     P_hat = D[:, None] * P_dense * D[None, :]
     c = jnp.asarray(1.0, dtype)
     if iterations:
