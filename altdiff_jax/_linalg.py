@@ -10,8 +10,9 @@ between a structured and a dense algorithm is made once, at trace time:
 * :class:`Diagonal`: a diagonal P (the sparsemax layers' 2I, an entropy's Hessian).
 * :class:`RowVector`: a single equality row vᵀ (the simplex's 1ᵀ): rank-one Gram v vᵀ.
 
-Bounds lb <= x <= ub are not an operator: they are the identity, a diagonal block in
-every system (see ``_problem.Constraints``).
+Bounds lb <= x <= ub are the identity, a diagonal block in every system: :class:`BoundRows`
+gives them the products and Gram matrix of a constraint block (``mv``, ``rmv``,
+``weighted_gram``), with no rows when a problem has no bounds.
 
 Every linear system of the engine has the form
 
@@ -209,7 +210,7 @@ class RowVector(NamedTuple):
 
 
 class BoundRows:
-    """The bound block lb <= x <= ub as a constraint operator: the identity, ``(n, n)``
+    """The bound block lb <= x <= ub as a constraint block: the identity, ``(n, n)``
     when the problem has bounds and ``(0, n)`` when it has none (a static property of the
     shapes, as for an absent A or G). Code that handles the bound block goes through it and
     needs no case for a problem without bounds: ``mv`` then gives an empty vector and
@@ -281,7 +282,7 @@ class LinearSolver(Protocol):
     """A factorised (or otherwise invertible) square system: ``solve(rhs)`` is M⁻¹ rhs for
     ``rhs (n,)`` or ``(n, k)``. :class:`Cholesky`, :class:`ExplicitInverse`,
     :class:`UpdatedCholesky` and :class:`DiagonalPlusRankOne` implement it; the ADMM
-    x-update's solvers, which also follow ρ, are in ``_objective``."""
+    x-update's solvers, which also follow ρ, are in ``_xupdate``."""
 
     def solve(self, rhs: jax.Array) -> jax.Array: ...
 

@@ -4,7 +4,7 @@ Run ``python benchmarks/experiments/factorization.py [--sizes 100 300 1000] [--r
 ``benchmarks/results/factorization.md``.
 
 The x-update solves H(ρ) x = r with H(ρ) = c(P̂ + σI) + ρC, C = ÂᵀÂ + ĜᵀĜ. Two designs
-(``altdiff_jax._objective``):
+(``altdiff_jax._xupdate``):
 
 * ``cholesky``: factor H(ρ) once, refactor only at the checkpoints where adaptive ρ
   changes (O(n³/3) each time), two triangular solves per iteration;
