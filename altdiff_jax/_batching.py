@@ -133,14 +133,14 @@ def _in_axes(batched):
             [[0 if b else None for b in flags] for flags in consts_batched], 0)
 
 
-def _gather_needing_lanes(evaluate, needs, lanes, batched, operands, state):
-    """Run ``evaluate`` on the lanes of ``state`` where ``needs``, ``lanes`` at a time.
+def _gather_needing_lanes(evaluate, needs, lanes, axis_size, batched, operands, state):
+    """Run ``evaluate`` on the lanes of ``state`` (a batch of ``axis_size``) where ``needs``,
+    ``lanes`` at a time.
 
     ``operands`` are ``(values, consts)``; ``batched`` says which of their leaves carry the
     batch axis (the others are shared). Returns the whole batch's state."""
     values, consts = operands
     values_batched, consts_batched = batched
-    axis_size = jax.tree_util.tree_leaves(state)[0].shape[0]
     axes = _in_axes(batched)
 
     def pick(leaves, flags, index):
@@ -217,7 +217,7 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
             state = _step_while_crowded(loops.evaluator(len(loops.closed) - 1), needs, lanes,
                                         _in_axes((values_batched, consts_batched)),
                                         (values, consts), state)
-        state = _gather_needing_lanes(evaluate_loop, needs, lanes, (values_batched, consts_batched),
+        state = _gather_needing_lanes(evaluate_loop, needs, lanes, axis_size, (values_batched, consts_batched),
                                       (values, consts), state)
         return state, jax.tree_util.tree_map(lambda _: True, state)
 

@@ -117,7 +117,7 @@ def _gathered_normal_matrix(H: Operator, diagonal: jax.Array, constraints: Const
         return transpose_times(block, block)
 
     active = a > 0
-    f = bound_diagonal(constraints, diagonal.shape[0], diagonal.dtype)
+    f = bound_diagonal(constraints)
     gram = jax.lax.cond(  # AᵀA + G_aᵀG_a + diag(f), by whichever row set is smaller
         jnp.sum(~active) <= half,
         lambda: C - gram_of(~active),

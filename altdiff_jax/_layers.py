@@ -164,7 +164,7 @@ def negative_entropy_objective(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def _entropy_objective(floor: float, y, constraints: Constraints, sigma) -> SmoothObjective:
-    f = bound_diagonal(constraints, y.shape[0], y.dtype)
+    f = bound_diagonal(constraints)
     return SmoothObjective(negative_entropy_objective, True, floor, y, constraints.A, constraints.G, f, sigma)
 
 

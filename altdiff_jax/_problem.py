@@ -72,11 +72,6 @@ class Constraints(NamedTuple):
     ub: jax.Array  # (n,) or (0,)
 
     @property
-    def bounded(self) -> bool:
-        """Whether the problem has a bound block (static)."""
-        return self.lb.shape[0] > 0
-
-    @property
     def B(self) -> BoundRows:
         """The bound block's operator (the identity; no rows without bounds)."""
         return BoundRows(self.lb.shape[0], self.A.shape[1])
@@ -85,6 +80,7 @@ class Constraints(NamedTuple):
         """``(n,)`` 1.0 where a variable has a finite bound, 0.0 where it is free: the
         weight of the bound block in every linear system ((0,) without bounds)."""
         return (jnp.isfinite(self.lb) | jnp.isfinite(self.ub)).astype(self.lb.dtype)
+
 
 def _as_float_array(owner: str, name: str, value, dtype=None, reference: str = "P") -> jax.Array:
     array = jnp.asarray(value)

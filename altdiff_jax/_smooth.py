@@ -304,9 +304,7 @@ def solve_smooth_objective(
 
 
 def _general_objective(fun, theta, constraints: Constraints, sigma) -> SmoothObjective:
-    n = constraints.A.shape[1]
-    f = bound_diagonal(constraints, n, sigma.dtype)
-    return SmoothObjective(fun, False, None, theta, constraints.A, constraints.G, f, sigma)
+    return SmoothObjective(fun, False, None, theta, constraints.A, constraints.G, bound_diagonal(constraints), sigma)
 
 
 def solve_convex(

@@ -56,7 +56,7 @@ def constraint_gram(constraints: Constraints, n: int, dtype) -> jax.Array:
     return C + G.weighted_gram(jnp.ones((G.shape[0],), dtype)) + constraints.B.weighted_gram(constraints.bound_rows())
 
 
-def bound_diagonal(constraints: Constraints, n: int, dtype) -> jax.Array:
+def bound_diagonal(constraints: Constraints) -> jax.Array:
     """``(n,)`` f: 1 on variables with a finite bound (zeros without bounds)."""
     return constraints.B.rmv(constraints.bound_rows())
 
@@ -140,7 +140,7 @@ def make_x_solver(
             (``_linalg.ExplicitInverse``) instead of the factor.
     """
     n, dtype = P_hat.shape[0], c.dtype
-    f = bound_diagonal(constraints, n, dtype)
+    f = bound_diagonal(constraints)
     A = constraints.A
     if structured(P_hat, A, constraints.G):
         v = A.v if isinstance(A, RowVector) else jnp.zeros((n,), dtype)
