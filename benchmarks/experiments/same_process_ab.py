@@ -86,9 +86,10 @@ def cases(ad):
 
 
 def largest_difference(a, b) -> float:
-    if jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(b):
-        raise ValueError("the two versions return outputs of different structures")
-    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    a, b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)  # the versions' pytree classes differ
+    if [jnp.shape(x) for x in a] != [jnp.shape(y) for y in b]:
+        raise ValueError("the two versions return outputs of different shapes")
+    pairs = zip(a, b)
     return max(float(np.max(np.abs(np.asarray(x, float) - np.asarray(y, float)), initial=0.0)) for x, y in pairs)
 
 
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--before", default="HEAD~1")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--only", nargs="+", help="run only the cases whose names start with these words")
     args = parser.parse_args()
     args.before = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=harness.ROOT, capture_output=True,
                                  text=True, check=True).stdout.strip()  # a fixed name for the results
@@ -105,6 +107,8 @@ def main() -> None:
         versions = {"before": cases(before), "after": cases(altdiff_jax)}
         rows = []
         for name in versions["after"]:
+            if args.only and not any(name.startswith(word) for word in args.only):
+                continue
             runs = {label: versions[label][name] for label in versions}
             outputs = {label: harness.block(f(*a)) for label, (f, a) in runs.items()}  # compile
             timing = harness.interleaved({label: (lambda f=f, a=a: f(*a)) for label, (f, a) in runs.items()},
