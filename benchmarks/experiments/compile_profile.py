@@ -1,0 +1,90 @@
+"""Where the first call's time goes: tracing, lowering and XLA's compile of solve + gradient,
+and how the compile time changes when parts of the program are switched off by options.
+
+Each row is a fresh process: ``jax.jit(jax.value_and_grad(loss)).trace(...).lower().compile()``
+of the paper's QP at one size, float64, timed stage by stage, with the compiled program's
+kernel counts (fusions, dots, custom calls) from its HLO text.
+
+    python benchmarks/experiments/compile_profile.py [--n 100] [--output benchmarks/results/compile_profile.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+VARIANTS = {
+    "default": "",
+    "polish=False": "polish=False",
+    "differentiation='adjoint'": "differentiation='adjoint'",
+    "differentiation='altdiff'": "differentiation='altdiff'",
+    "scaling_iterations=0": "scaling_iterations=0",
+}
+
+
+def child(n: int, options: str) -> dict:
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import altdiff_jax as ad
+    import harness
+    problem = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp(n, n // 2, n // 5).items()})
+    g = jnp.asarray(harness.loss_vector(n))
+    opts = eval(f"ad.Options({options})")  # noqa: S307 - our own table above
+
+    def loss(problem):
+        return ad.solve(problem, opts).x @ g
+
+    f = jax.jit(jax.value_and_grad(loss))
+    start = time.perf_counter()
+    traced = f.trace(problem)
+    t_trace = time.perf_counter()
+    lowered = traced.lower()
+    t_lower = time.perf_counter()
+    compiled = lowered.compile()
+    t_compile = time.perf_counter()
+    text = compiled.as_text()
+    return {"trace": t_trace - start, "lower": t_lower - t_trace, "compile": t_compile - t_lower,
+            "fusions": text.count(" fusion("), "dots": text.count(" dot("), "custom_calls": text.count(" custom-call(")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--child", nargs=2)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(int(args.child[0]), args.child[1])))
+        return
+    import harness
+    best: dict = {}
+    for _ in range(args.rounds):
+        for name, options in VARIANTS.items():
+            out = subprocess.run([sys.executable, __file__, "--child", str(args.n), options], capture_output=True,
+                                 text=True, check=True).stdout.strip().splitlines()[-1]
+            result = json.loads(out)
+            if name not in best or result["compile"] < best[name]["compile"]:
+                best[name] = result
+            print(name, result, flush=True)
+    rows = [[name, f"{r['trace']:.2f}", f"{r['lower']:.2f}", f"{r['compile']:.2f}", r["fusions"], r["dots"],
+             r["custom_calls"]] for name, r in best.items()]
+    table = harness.markdown_table(["options", "trace s", "lower s", "XLA compile s", "fusions", "dots",
+                                    "custom calls"], rows)
+    print(table)
+    if args.output:
+        body = [f"The paper's QP at n {args.n}, float64, `jit(value_and_grad)` of solve with the gradient of all "
+                f"six leaves; fresh processes, best of {args.rounds} by compile time.", "", table]
+        harness.write_markdown(args.output, "Where the first call's time goes", harness.hardware_line(), body)
+
+
+if __name__ == "__main__":
+    main()
