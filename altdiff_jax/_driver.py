@@ -216,13 +216,11 @@ def _body(loop: _Loop, state: LoopState) -> LoopState:
     merit = res.merit(tol)
     converged = merit <= 1
     finite = all_finite(z)
-    change = loop.zero
+    change, level = loop.zero, merit * tol
     if J is not None:
         change = _jacobian_change(loop, J, J_prev)
         converged = converged & (change <= tol)
         finite = finite & all_finite(J)
-    level = merit * tol
-    if J is not None:
         level = jnp.maximum(level, change)
     best_level, since_best, stalled = _stall(loop, state, level)
     streak = _certificate_streak(loop, state, objective, z, z_prev)

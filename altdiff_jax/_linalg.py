@@ -536,7 +536,8 @@ def assemble(P: Operator, d: jax.Array, A: Operator, w_A: jax.Array, G: Operator
     return P.dense() + jnp.diag(d) + A.weighted_gram(w_A) + G.weighted_gram(w_G)
 
 
-def factor_system(P: Operator, d: jax.Array, A: Operator, w_A: jax.Array, G: Operator, w_G: jax.Array):
+def factor_system(P: Operator, d: jax.Array, A: Operator, w_A: jax.Array, G: Operator, w_G: jax.Array
+                  ) -> LinearSolver:
     """Factor (*) with the cheapest exact method its structure allows.
 
     Args:
@@ -546,7 +547,7 @@ def factor_system(P: Operator, d: jax.Array, A: Operator, w_A: jax.Array, G: Ope
         G, w_G: ``(m, n)`` operator and ``(m,)`` row weights >= 0.
 
     Returns:
-        An object with ``solve(rhs)`` for ``rhs (n,)`` or ``(n, k)``.
+        A :class:`LinearSolver`: ``solve(rhs)`` for ``rhs (n,)`` or ``(n, k)``.
     """
     if structured(P, A, G):
         v = A.v if A.shape[0] else jnp.zeros_like(d)

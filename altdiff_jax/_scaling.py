@@ -30,7 +30,7 @@ from ._problem import Constraints
 _CLIP = (1e-4, 1e4)  # bounds on one Ruiz step, as in OSQP
 
 
-def _on_bounds(D: jax.Array, bound_block: jax.Array) -> jax.Array:
+def bound_scale(D: jax.Array, bound_block: jax.Array) -> jax.Array:
     """The variables' scale D on the rows of the bound block that ``bound_block`` (a
     vector or columns of it) belongs to: D itself, or ``(0,)`` for a problem without bounds."""
     return D[: bound_block.shape[0]]
@@ -50,7 +50,7 @@ class Scaling(NamedTuple):
     def unscale(self, z: Iterate) -> Iterate:
         """Scaled iterate (or Jacobian, with a trailing column axis) -> user's scaling."""
         col = self._col(z.x)
-        D, D_B = col(self.D), col(_on_bounds(self.D, z.z))
+        D, D_B = col(self.D), col(bound_scale(self.D, z.z))
         return Iterate(
             D * z.x,
             z.s / col(self.E_G),
@@ -62,7 +62,7 @@ class Scaling(NamedTuple):
 
     def scale(self, z: Iterate) -> Iterate:
         """User's scaling -> scaled iterate: the inverse of :meth:`unscale`."""
-        D_B = _on_bounds(self.D, z.z)
+        D_B = bound_scale(self.D, z.z)
         return Iterate(
             z.x / self.D,
             z.s * self.E_G,
@@ -74,7 +74,7 @@ class Scaling(NamedTuple):
 
     def scale_seeds(self, seeds: Seeds) -> Seeds:
         """Seeds of the user's parameters expressed in scaled data."""
-        inverse_D = (1.0 / _on_bounds(self.D, seeds.lb))[:, None]
+        inverse_D = (1.0 / bound_scale(self.D, seeds.lb))[:, None]
         return Seeds(
             (self.c * self.D)[:, None] * seeds.grad,
             self.E_A[:, None] * seeds.b,
@@ -86,7 +86,7 @@ class Scaling(NamedTuple):
     def parameter_cotangents(self, sigma_bar: Seeds) -> Seeds:
         """Cotangents of the scaled seeds (vectors) -> cotangents of the user's
         (q, b, h, lb, ub): the transpose of :meth:`scale_seeds` for one column."""
-        D_B = _on_bounds(self.D, sigma_bar.lb)
+        D_B = bound_scale(self.D, sigma_bar.lb)
         return Seeds(
             self.c * self.D * sigma_bar.grad,
             self.E_A * sigma_bar.b,
@@ -168,6 +168,6 @@ def ruiz_equilibrate(
         cost_norm = jnp.maximum(jnp.mean(jnp.max(jnp.abs(P_hat), axis=0)), jnp.max(jnp.abs(D * q)))
         c = jnp.where(cost_norm > 0, jnp.clip(1.0 / jnp.maximum(cost_norm, tiny), *_CLIP), 1.0)
     E_A, E_G = E[:p], E[p:]
-    D_B = _on_bounds(D, lb)
+    D_B = bound_scale(D, lb)
     scaled = Constraints(A.scale(E_A, D), E_A * b, G.scale(E_G, D), E_G * h, lb / D_B, ub / D_B)
     return Dense(P_hat), c * D * q, scaled, Scaling(D, E_A, E_G, c)

@@ -25,7 +25,7 @@ from ._objective import QuadraticObjective
 from ._xupdate import make_x_solver
 from ._options import Numerics, Options, Structure, resolve_options
 from ._problem import QP, Constraints, data_gradients, validate_qp
-from ._scaling import Scaling, cost_scaling, ruiz_equilibrate
+from ._scaling import Scaling, bound_scale, cost_scaling, ruiz_equilibrate
 from ._solution import Solution, Status
 from ._strategies import Strategy, strategy_for
 
@@ -509,7 +509,7 @@ def jvp(
         dP_s = c * D[:, None] * dP * D[None, :]
         dA_s, dG_s = E_A[:, None] * dA * D[None, :], E_G[:, None] * dG * D[None, :]
         dq_s, db_s, dh_s = c * D * dq, E_A * db, E_G * dh
-        D_B = D[: dlb.shape[0]]  # D on the bound block's rows (none without bounds)
+        D_B = bound_scale(D, dlb)
         dlb_s, dub_s = dlb / D_B, dub / D_B
 
         def at(z: Iterate) -> Seeds:

@@ -45,9 +45,7 @@ def _paper_qp(n: int, seed: int):
 
 
 def _qp_function(contender: str):
-    """``(loss(params, g), keys)`` for a QP contender, params a dict of the six leaves."""
-    import jax.numpy as jnp
-
+    """``loss(params, g)`` of a QP contender, ``params`` a dict of the six leaves."""
     if contender == "altdiff_jax":
         import altdiff_jax as ad
 
@@ -68,7 +66,7 @@ def _qp_function(contender: str):
             return run.params.primal @ g
     else:
         raise ValueError(contender)
-    return loss, jnp
+    return loss
 
 
 def _jax_first_and_second(loss, first_args, second_args) -> dict:
@@ -90,7 +88,8 @@ def child_qp(contender: str, n: int) -> dict:
     g = np.linspace(-1.0, 1.0, problems[0]["q"].shape[0])
     if contender == "cvxpylayers":
         return child_cvxpylayers_qp(problems, g)
-    loss, jnp = _qp_function(contender)
+    import jax.numpy as jnp
+    loss = _qp_function(contender)
     args = [({k: jnp.asarray(v) for k, v in problem.items()}, jnp.asarray(g)) for problem in problems]
     return _jax_first_and_second(loss, *args)
 
