@@ -207,11 +207,14 @@ def _body(loop: _Loop, state: LoopState) -> LoopState:
     tol, structure = loop.numerics.tol, loop.structure
     rho, objective = state.rho, _objective_of(loop, state)
     steps = jnp.minimum(structure.check_interval, structure.max_iter - state.iteration)
-    z, J = lax.fori_loop(
-        0, steps - 1, lambda _, carry: _iterate(loop, *carry, objective, rho), (state.z, state.J)
-    )
-    z_prev, J_prev = z, J
-    z, J = _iterate(loop, z, J, objective, rho)
+
+    def iteration_keeping_previous(_, carry):
+        z, J, _, _ = carry
+        return (*_iterate(loop, z, J, objective, rho), z, J)
+
+    # The iterate before the last rides along: the certificates and the Jacobians' change
+    # compare the two (one traced iteration, a smaller program than a loop plus one more).
+    z, J, z_prev, J_prev = lax.fori_loop(0, steps, iteration_keeping_previous, (state.z, state.J) * 2)
     res = residuals(objective, loop.constraints, z, loop.scaling)
     merit = res.merit(tol)
     converged = merit <= 1
@@ -219,7 +222,7 @@ def _body(loop: _Loop, state: LoopState) -> LoopState:
     change, level = loop.zero, merit * tol
     if J is not None:
         change = _jacobian_change(loop, J, J_prev)
-        converged = converged & (change <= tol)
+        converged = converged & (change <= tol) & (steps > 0)  # no step: no change measured
         finite = finite & all_finite(J)
         level = jnp.maximum(level, change)
     best_level, since_best, stalled = _stall(loop, state, level)

@@ -86,17 +86,17 @@ def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -
         lower_ok | ~jnp.isfinite(lb) & ~active.lower)
 
 
-def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, first: bool
+def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, first: jax.Array
             ) -> tuple[Any, KKTVector]:
     """The factor of the reduced KKT system on ``active`` and its solution for the Newton
     step from x.
 
     A :class:`_kkt.ReusableFactor` ``previous`` (only QPs carry one: their Hessian is
-    constant, ``_solve._forward``) serves a round after the ``first`` (static) if its base
-    is near ``active`` (``ReducedKKT.reusable``), unless the refinement with it does not
-    reach ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it cannot
-    serve, the system is factored anew. The fresh factorisation is traced once, after both
-    tests (a smaller program; under ``vmap``, computed once per lane, not once per test)."""
+    constant, ``_solve._forward``) serves a round after the ``first`` if its base is near
+    ``active`` (``ReducedKKT.reusable``), unless the refinement with it does not reach
+    ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it cannot serve, the
+    system is factored anew. The fresh factorisation is traced once, after both tests (a
+    smaller program; under ``vmap``, computed once per lane, not once per test)."""
     A, b, G, h, lb, ub = constraints
     H = objective.hessian_operator(x)
     bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0))
@@ -116,7 +116,7 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
     def fresh():
         return solved(ReducedKKT.build(H, constraints, active, reusable=reusable, constraint_gram=gram))[:2]
 
-    if first or not reusable:
+    if not reusable:
         return fresh()
 
     def updated():
@@ -126,11 +126,12 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
     def not_tried():
         return previous, KKTVector(*(jnp.zeros_like(v) for v in (x, b, h, lb))), jnp.bool_(False)
 
-    factor, w, accurate = lax.cond(ReducedKKT.reusable(constraints, active, previous), updated, not_tried)
+    nearby = ~first & ReducedKKT.reusable(constraints, active, previous)
+    factor, w, accurate = lax.cond(nearby, updated, not_tried)
     return lax.cond(accurate, lambda: (factor, w), fresh)
 
 
-def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previous, first: bool
+def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previous, first: jax.Array
                  ) -> tuple[jax.Array, KKTVector, Any]:
     """One Newton step on the problem restricted to ``active``: (x + t·Δx, multipliers,
     the factor of the reduced KKT system; ``previous`` and ``first``: see :func:`_solved`)."""
@@ -148,11 +149,11 @@ def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previo
     return x + t * w.x, w, factor
 
 
-def _round(objective, constraints, rho, tol, state: _Round, first: bool = False) -> _Round:
+def _round(objective, constraints, rho, tol, state: _Round) -> _Round:
     """One Newton step on ``state.active``, and the active set re-read from its point
-    (``first``, static: the polish's first round, which factors anew)."""
+    (the first round, ``state.count == 0``, factors anew)."""
     h = constraints.h
-    x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, first)
+    x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, state.count == 0)
     nu = jnp.where(state.active.inequality, y.ineq, 0.0)
     mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0)
     slack = h - constraints.G.mv(x)
@@ -186,17 +187,17 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
     def unfinished(state: _Round) -> jax.Array:
         return ~state.done & (state.count < rounds)
 
-    def later_rounds(data, state: _Round) -> _Round:
+    def rounds_loop(data, state: _Round) -> _Round:
         return lax.while_loop(unfinished, lambda state: _round(*data, state), state)
 
     first = solution_active_set(constraints, z, rho, tol)
     n, dtype = z.x.shape[0], z.x.dtype
     empty = KKTVector(jnp.zeros(n, dtype), jnp.zeros_like(b), jnp.zeros_like(h), jnp.zeros_like(lb))
     start = _Round(z.x, empty, first, shaped_like.factor, first, jnp.int32(0), jnp.bool_(False))
-    # Every lane takes the first step; under vmap the later rounds run on the few lanes
+    # Under vmap the whole batch takes the first rounds; the later ones run on the few lanes
     # whose active set moved, gathered apart (a while loop would run them for every lane).
     data = (objective, constraints, rho, tol)
-    final = on_needing_lanes(later_rounds, unfinished, data, _round(*data, start, first=True))
+    final = on_needing_lanes(rounds_loop, unfinished, data, start, step=lambda data, state: _round(*data, state))
     # The multipliers of the last step belong to the active set it was taken on; a row
     # that the last re-read would move is reported by the residuals, not hidden.
     x, y, active = final.x, final.y, final.used

@@ -37,6 +37,12 @@ for more polishing passes. Float32 polishes only after the loop: its polish (LU 
 up to 12 refinement steps) costs more than the iterations an early stop saves. Tuned on the
 batch of 512 QPs with n 50 in ``benchmarks/results/batches.md``."""
 
+REUSABLE_FACTOR_SIZE = 400
+"""Variables from which one dense float64 QP's polishing rounds update the last round's
+factor for a nearby active set (``_polish``) instead of factoring anew: below it a fresh
+factorisation costs less than a millisecond, and the update's code would be a fifth of the
+compiled program (``benchmarks/results/compile_profile.md``)."""
+
 EXPLICIT_INVERSE_COLUMNS = 16
 """Carried Jacobian columns from which one problem's x-update keeps H(ρ)⁻¹ explicitly
 (``_linalg.ExplicitInverse``): the columns then cost one matrix product per iteration
@@ -125,8 +131,9 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     solver = make_x_solver(P_hat, scaling.c, numerics.sigma, scaled, numerics.rho, method, explicit_inverse=explicit)
     objective = QuadraticObjective(P_hat, q_s, scaling.c, numerics.sigma, solver)
     status0 = initial_status((P, q, A, b, G, h), constraints)
-    # One dense float64 problem: a polishing round reuses a factor for a nearby active set.
-    reusable = not (batched or structured or q.dtype == jnp.float32)
+    # One dense float64 problem: a polishing round reuses a factor for a nearby active set,
+    # where factoring anew is dear enough to pay for the larger program.
+    reusable = not (batched or structured or q.dtype == jnp.float32) and q.shape[0] >= REUSABLE_FACTOR_SIZE
     return run_objective(structure, objective, scaled, scaling, numerics, init, seeds, status0, (lb, ub), attempts,
                          reusable, early_first_polish=not structured, exact_jacobians=exact_jacobians)
 

@@ -41,3 +41,22 @@ def test_closed_over_matrices_are_not_constant_folded():
     passed = jax.jit(jax.grad(loss_of_all, argnums=(1, 3, 5)))(P, q, A, b, G, h)
     for c, a in zip(closed, passed):
         np.testing.assert_allclose(c, a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="counts the CPU compiler's LAPACK calls")
+def test_each_factorisation_is_compiled_once():
+    # One dense float64 QP below _solve.REUSABLE_FACTOR_SIZE: the compiled solve + gradient
+    # holds four Cholesky factorisations, the x-update's, its refactorisation when ρ changes,
+    # polishing's (every round, the first included, is one traced round) and the pullback's
+    # for an unpolished solution; and no LU (the Woodbury update's capacitance, compiled only
+    # from that size on). The first round traced apart from the others made it five, and the
+    # update's code a fifth of the program (benchmarks/results/reusable_factor.md).
+    n, m, p = 30, 12, 6
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((n, n))
+    problem = ad.QP(*(jnp.asarray(x) for x in (M.T @ M, rng.standard_normal(n), rng.standard_normal((p, n)),
+                                                rng.standard_normal(p), rng.standard_normal((m, n)), np.ones(m))))
+    text = jax.jit(jax.grad(lambda problem: ad.solve(problem).x.sum())).lower(problem).compile().as_text()
+    calls = collections.Counter(re.findall(r'custom_call_target="([^"]+)"', text))
+    assert sum(v for k, v in calls.items() if "potrf" in k) == 4, calls
+    assert not any("getrf" in k for k in calls), calls
