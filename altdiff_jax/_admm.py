@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._iterate import Iterate, inf_norm
+from ._iterate import Iterate, inf_norms
 from ._objective import support
 from ._xupdate import equality_weight
 from ._problem import Constraints
@@ -97,10 +97,11 @@ def residuals(objective, constraints: Constraints, z: Iterate, scaling) -> Resid
     dual_terms = [grad / D, At_lam / D, Gt_nu / D, z.mu / D_B]
     scaled_primal_terms = [eq, ineq, bound_gap]
     scaled_scale_terms = [Ax, b, Gx, h - z.s, f * Bx, f * z.z]
-    primal = inf_norm(*primal_terms)
-    dual = inf_norm(stat / D) / c
-    primal_scale = inf_norm(*scale_terms)
-    dual_scale = inf_norm(*dual_terms) / c
+    scaled_dual_terms = [grad, At_lam, Gt_nu, z.mu]
+    (primal, dual, primal_scale, dual_scale, scaled_primal, scaled_primal_scale, scaled_dual,
+     scaled_dual_scale) = inf_norms(primal_terms, stat / D, scale_terms, dual_terms, scaled_primal_terms,
+                                    scaled_scale_terms, stat, scaled_dual_terms)
+    dual, dual_scale = dual / c, dual_scale / c
     gap, gap_scale = jnp.zeros((), z.x.dtype), jnp.zeros((), z.x.dtype)
     dual_value = objective.dual_objective(z.lam, z.nu, z.mu, constraints, z.x)
     if dual_value is not None:
@@ -109,10 +110,7 @@ def residuals(objective, constraints: Constraints, z: Iterate, scaling) -> Resid
         gap = jnp.where(jnp.isnan(gap), jnp.inf, gap)
         gap_scale = jnp.minimum(jnp.abs(primal_value), jnp.abs(dual_value)) / c
     tiny = jnp.finfo(z.x.dtype).tiny
-    scaled_primal = inf_norm(*scaled_primal_terms) / (inf_norm(*scaled_scale_terms) + tiny)
-    scaled_dual_terms = [grad, At_lam, Gt_nu, z.mu]
-    scaled_dual = inf_norm(stat) / (inf_norm(*scaled_dual_terms) + tiny)
-    balance = scaled_primal / (scaled_dual + tiny)
+    balance = (scaled_primal / (scaled_primal_scale + tiny)) / (scaled_dual / (scaled_dual_scale + tiny) + tiny)
     return Residuals(primal, dual, gap, primal_scale, dual_scale, gap_scale, balance)
 
 
@@ -124,11 +122,11 @@ def primal_infeasible(constraints: Constraints, d: Iterate, scaling, tol) -> jax
     A, b, G, h, lb, ub = constraints
     D, E_A, E_G, c = scaling
     # Unscaled differences are E δỹ / c (and δμ̃ / (cD)); c cancels from every homogeneous test.
-    size = inf_norm(E_A * d.lam, E_G * d.nu, d.mu / constraints.B.mv(D))
     normal = A.rmv(d.lam) + G.rmv(d.nu) + constraints.B.rmv(d.mu)
+    size, normal_size = inf_norms((E_A * d.lam, E_G * d.nu, d.mu / constraints.B.mv(D)), normal / D)
     value = b @ d.lam + h @ d.nu + support(d.mu, lb, ub)
     sign_ok = jnp.min(E_G * d.nu, initial=0.0) >= -tol * size
-    return (size > 0) & (inf_norm(normal / D) <= tol * size) & (value < -tol * size) & sign_ok
+    return (size > 0) & (normal_size <= tol * size) & (value < -tol * size) & sign_ok
 
 
 def dual_infeasible(objective, constraints: Constraints, x, d_x, scaling, tol) -> jax.Array:
@@ -137,10 +135,9 @@ def dual_infeasible(objective, constraints: Constraints, x, d_x, scaling, tol) -
     cone of [lb, ub] (δx_i <= 0 where ub_i is finite, >= 0 where lb_i is), up to tol ‖δx‖∞."""
     A, _, G, _, lb, ub = constraints
     D, E_A, E_G, c = scaling
-    size = inf_norm(D * d_x)
-    curvature = inf_norm(objective.hessian_vector(x, d_x) / D) / c
+    size, curvature, equalities = inf_norms(D * d_x, objective.hessian_vector(x, d_x) / D, A.mv(d_x) / E_A)
+    curvature = curvature / c
     descent = objective.recession_slope(d_x) / c  # qᵀδx for a QP
-    equalities = inf_norm(A.mv(d_x) / E_A)
     user = constraints.B.mv(D * d_x)
     above = jnp.max(jnp.where(jnp.isfinite(ub), user, -jnp.inf), initial=0.0)
     below = jnp.max(jnp.where(jnp.isfinite(lb), -user, -jnp.inf), initial=0.0)

@@ -81,6 +81,17 @@ def inf_norm(*arrays: jax.Array) -> jax.Array:
     return jnp.max(jnp.abs(v), initial=0.0)
 
 
+def inf_norms(*groups) -> jax.Array:
+    """``(len(groups),)``: :func:`inf_norm` of each group (an array, or a sequence of arrays
+    taken together), all in one reduction over a zero-padded stack of their entries (XLA
+    fuses the padding into it): one kernel where separate norms compile one each. For
+    vectors: the stack holds ``len(groups)`` copies of the longest group's length."""
+    flat = [jnp.ravel(g) if isinstance(g, jax.Array) else jnp.concatenate([jnp.ravel(a) for a in g])
+            for g in groups]
+    length = max(1, *(v.shape[0] for v in flat))
+    return jnp.max(jnp.stack([jnp.pad(jnp.abs(v), (0, length - v.shape[0])) for v in flat]), axis=1)
+
+
 def all_finite(tree) -> jax.Array:
     """Whether every entry of every leaf is finite (True for an empty tree). Vectors are
     tested in one reduction over their entries; matrices each in their own (not copied)."""

@@ -42,7 +42,7 @@ import jax.scipy.linalg
 import numpy as np
 
 from ._batching import computed_where
-from ._iterate import Iterate, Seeds, inf_norm
+from ._iterate import Iterate, Seeds, inf_norms
 from ._jacobian import ActiveSet, active_set
 from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, UpdatedCholesky, factor_system, structured,
                       transpose_times)
@@ -312,8 +312,8 @@ class ReducedKKT(NamedTuple):
             step, w, change, previous, _ = state
             correction = self._solve_regularized(r - self.apply(w))
             w = w + correction
-            blocks = [inf_norm(d) / (1 + inf_norm(v)) for d, v in zip(correction, w)]  # empty: 0
-            return step + 1, w, jnp.max(jnp.stack(blocks)), change, previous
+            norms = inf_norms(*correction, *w).reshape(2, -1)  # empty blocks: 0
+            return step + 1, w, jnp.max(norms[0] / (1 + norms[1])), change, previous
 
         floor = STALL_FLOOR[jnp.dtype(dtype).itemsize]
         predicted_stop = PREDICTED_STOP[jnp.dtype(dtype).itemsize]
