@@ -176,7 +176,7 @@ def _step_while_crowded(evaluate_step, needs, lanes, axes, operands, state):
 
 
 def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax.Array], data, state,
-                     step: Optional[Callable[[Any, Any], Any]] = None):
+                     step: Optional[Callable[[Any, Any], Any]] = None, first_step_for_all: bool = False):
     """``loop(data, state)``, a loop that leaves ``state`` as it is where ``needs(state)``
     is false; under ``vmap`` run only on the lanes that need it.
 
@@ -190,7 +190,9 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
     batch first takes steps, every lane that needs one at once, while more lanes need
     them than a gather holds; the few lanes left are then gathered as above. This is for a
     loop that most lanes need, where gathering them a few at a time would lose the batch's
-    throughput, but whose slowest lanes run far longer than the rest.
+    throughput, but whose slowest lanes run far longer than the rest. With
+    ``first_step_for_all`` (every lane needs the first step), every lane takes one step at
+    once instead, and the lanes that still need the loop are then gathered.
 
     Args:
         loop: ``(data, state) -> state``, with the same structure as ``state``.
@@ -198,6 +200,7 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
         data: a pytree of the loop's inputs; leaves that are not arrays are static.
         state: a pytree of arrays.
         step: optional ``(data, state) -> state``, one step of ``loop``.
+        first_step_for_all: see above; only with ``step``.
     """
     loops = _ClosedLoops([loop] if step is None or step is loop else [loop, step], data, state)
     evaluate_loop = loops.evaluator(0)
@@ -213,10 +216,11 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
             lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *jnp.shape(leaf))),
             state, state_batched)
         lanes = min(axis_size, max(8, axis_size // COMPACTED_LANES))
-        if step is not None:
-            state = _step_while_crowded(loops.evaluator(len(loops.closed) - 1), needs, lanes,
-                                        _in_axes((values_batched, consts_batched)),
-                                        (values, consts), state)
+        evaluate_step, axes = loops.evaluator(len(loops.closed) - 1), _in_axes((values_batched, consts_batched))
+        if step is not None and first_step_for_all:
+            state = jax.vmap(evaluate_step, in_axes=axes)(values, consts, state)
+        elif step is not None:
+            state = _step_while_crowded(evaluate_step, needs, lanes, axes, (values, consts), state)
         state = _gather_needing_lanes(evaluate_loop, needs, lanes, axis_size, (values_batched, consts_batched),
                                       (values, consts), state)
         return state, jax.tree_util.tree_map(lambda _: True, state)

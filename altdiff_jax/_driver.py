@@ -156,7 +156,7 @@ def _settled_for_polish(loop: _Loop, state: LoopState, active: ActiveSet, steady
     ``early_first_polish`` and for the first attempt, a set that moved by at most
     ``REUSED_CHANGES`` rows since the last check.
 
-    Polishing's rounds correct a few rows (for one dense float64 problem by a cheap
+    Polishing's rounds correct a few rows (for one large dense float64 problem by a cheap
     Woodbury update of the first round's factor), so for the first attempt such a set
     counts as settled (later attempts wait for an unchanged set: a slow problem's set
     flickers by a few rows at every check, and each attempt costs a factorisation). At the
@@ -212,8 +212,8 @@ def _body(loop: _Loop, state: LoopState) -> LoopState:
         z, J, _, _ = carry
         return (*_iterate(loop, z, J, objective, rho), z, J)
 
-    # The iterate before the last rides along: the certificates and the Jacobians' change
-    # compare the two (one traced iteration, a smaller program than a loop plus one more).
+    # The iterate before the last rides along (one traced iteration per pass): the
+    # certificates and the Jacobians' change compare the two.
     z, J, z_prev, J_prev = lax.fori_loop(0, steps, iteration_keeping_previous, (state.z, state.J) * 2)
     res = residuals(objective, loop.constraints, z, loop.scaling)
     merit = res.merit(tol)
@@ -221,8 +221,9 @@ def _body(loop: _Loop, state: LoopState) -> LoopState:
     finite = all_finite(z)
     change, level = loop.zero, merit * tol
     if J is not None:
-        change = _jacobian_change(loop, J, J_prev)
-        converged = converged & (change <= tol) & (steps > 0)  # no step: no change measured
+        # A pass with no step left (a continuation at max_iter) has measured no change.
+        change = jnp.where(steps > 0, _jacobian_change(loop, J, J_prev), jnp.inf)
+        converged = converged & (change <= tol)
         finite = finite & all_finite(J)
         level = jnp.maximum(level, change)
     best_level, since_best, stalled = _stall(loop, state, level)

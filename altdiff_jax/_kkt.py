@@ -24,7 +24,8 @@ A factor can also serve a nearby active set (:class:`ReusableFactor`): the norma
 of two active sets differ by g_i g_iᵀ/δ for each row that joins or leaves, so polishing's
 later rounds, which usually move a row or two, update the first round's factor by the
 Woodbury identity (``_linalg.UpdatedCholesky``) instead of assembling and factoring again;
-the refinement against the unregularised K is the same.
+the refinement against the unregularised K is the same. Only one dense float64 QP of
+``_solve.REUSABLE_FACTOR_SIZE`` or more variables carries one.
 
 In float32 the normal matrix of a dense problem is too ill-conditioned for Cholesky (its
 condition grows like ‖C‖²/(δ·λ_min(H)), past 1/eps for a few dozen active rows), so there

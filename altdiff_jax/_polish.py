@@ -190,14 +190,16 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
     def rounds_loop(data, state: _Round) -> _Round:
         return lax.while_loop(unfinished, lambda state: _round(*data, state), state)
 
-    first = solution_active_set(constraints, z, rho, tol)
+    start_active = solution_active_set(constraints, z, rho, tol)
     n, dtype = z.x.shape[0], z.x.dtype
     empty = KKTVector(jnp.zeros(n, dtype), jnp.zeros_like(b), jnp.zeros_like(h), jnp.zeros_like(lb))
-    start = _Round(z.x, empty, first, shaped_like.factor, first, jnp.int32(0), jnp.bool_(False))
-    # Under vmap the whole batch takes the first rounds; the later ones run on the few lanes
-    # whose active set moved, gathered apart (a while loop would run them for every lane).
+    start = _Round(z.x, empty, start_active, shaped_like.factor, start_active, jnp.int32(0), jnp.bool_(False))
+    # Unbatched, one loop of rounds. Under vmap every lane takes the first round at once;
+    # the later ones run on the few lanes whose active set moved, gathered apart (a while
+    # loop would run them for every lane).
     data = (objective, constraints, rho, tol)
-    final = on_needing_lanes(rounds_loop, unfinished, data, start, step=lambda data, state: _round(*data, state))
+    final = on_needing_lanes(rounds_loop, unfinished, data, start, step=lambda data, state: _round(*data, state),
+                             first_step_for_all=True)
     # The multipliers of the last step belong to the active set it was taken on; a row
     # that the last re-read would move is reported by the residuals, not hidden.
     x, y, active = final.x, final.y, final.used

@@ -1,4 +1,5 @@
-"""Compilation: matrices closed over by a jitted function are not folded into new constants."""
+"""Compilation: matrices closed over by a jitted function are not folded into new
+constants, and each factorisation is compiled once."""
 
 import collections
 import re
@@ -49,8 +50,7 @@ def test_each_factorisation_is_compiled_once():
     # holds four Cholesky factorisations, the x-update's, its refactorisation when ρ changes,
     # polishing's (every round, the first included, is one traced round) and the pullback's
     # for an unpolished solution; and no LU (the Woodbury update's capacitance, compiled only
-    # from that size on). The first round traced apart from the others made it five, and the
-    # update's code a fifth of the program (benchmarks/results/reusable_factor.md).
+    # from that size on).
     n, m, p = 30, 12, 6
     rng = np.random.default_rng(0)
     M = rng.standard_normal((n, n))

@@ -13,7 +13,7 @@ from reference import (
 )
 
 import altdiff_jax as ad
-from altdiff_jax import _driver
+from altdiff_jax import _driver, _solve
 
 BATCHED = ad.QP(P=0, q=0, A=0, b=0, G=0, h=0)
 solve_batch = jax.jit(jax.vmap(ad.solve, in_axes=(BATCHED, None)))
@@ -124,7 +124,8 @@ def test_mixed_batch_equals_solo_solves_and_failed_lanes_do_not_poison_gradients
 def test_the_first_polish_of_one_dense_problem_waits_only_for_a_nearly_settled_active_set(monkeypatch):
     """One dense float64 QP polishes first once its active set moved by at most
     ``_kkt.REUSED_CHANGES`` rows since the last check, since polishing's later rounds
-    correct such rows by a Woodbury update: on the paper-generator case it stops sooner
+    correct such rows (by a Woodbury update from n ``_solve.REUSABLE_FACTOR_SIZE``, by a
+    fresh factor below it, as here): on the paper-generator case it stops sooner
     than when waiting for an unchanged set (20 iterations against 30 when written), at
     the same point."""
     _, problem, _ = case(*PAPER)
@@ -153,3 +154,23 @@ def test_the_lanes_of_a_dense_batch_polish_first_once_their_active_sets_nearly_s
     assert np.all(np.asarray(early.info.iterations) <= np.asarray(late.info.iterations))
     assert int(np.max(early.info.iterations)) < int(np.max(late.info.iterations))  # what the batch runs
     np.testing.assert_allclose(early.x, late.x, rtol=0, atol=1e-13)  # measured 2.0e-15
+
+
+def test_the_reusable_factor_path_solves_and_differentiates_as_a_fresh_factor(monkeypatch):
+    """Polishing's reusable factor (``_kkt.ReusableFactor``, compiled from n
+    ``_solve.REUSABLE_FACTOR_SIZE``), forced on below that size: the solve, the kkt pullback
+    and the exact Jacobians through it equal those of the default fresh factors."""
+    _, problem, _ = case(*PAPER)
+    g = jnp.linspace(-1.0, 1.0, PAPER[1])
+
+    def outputs(problem):
+        loss = jax.value_and_grad(lambda problem: ad.solve(problem).x @ g)
+        return loss(problem), ad.jacobians(problem, wrt=("b",))[1]["b"]
+
+    fresh = jax.jit(outputs)(problem)
+    monkeypatch.setattr(_solve, "REUSABLE_FACTOR_SIZE", 0)  # read at trace time: trace a function of its own
+    reusable = jax.jit(lambda problem: outputs(problem))(problem)
+    # Bit for bit when written: no round moved a row here, and a factor with no update
+    # in use solves as the plain one.
+    for got, want in zip(jax.tree_util.tree_leaves(reusable), jax.tree_util.tree_leaves(fresh)):
+        np.testing.assert_array_equal(got, want)
