@@ -200,8 +200,11 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
         data: a pytree of the loop's inputs; leaves that are not arrays are static.
         state: a pytree of arrays.
         step: optional ``(data, state) -> state``, one step of ``loop``.
-        first_step_for_all: see above; only with ``step``.
+        first_step_for_all: see above; with ``step``, and only where the caller knows that
+            ``needs`` holds for every lane at the start.
     """
+    if first_step_for_all and (step is None or step is loop):
+        raise ValueError("first_step_for_all needs a step other than the loop")
     loops = _ClosedLoops([loop] if step is None or step is loop else [loop, step], data, state)
     evaluate_loop = loops.evaluator(0)
 

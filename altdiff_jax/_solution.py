@@ -65,7 +65,8 @@ class Info(NamedTuple):
             smooth objectives, which have no closed-form dual).
         rho: ``()``, the penalty ρ at the last iteration (it adapts per problem).
         jacobian_change: ``()``, the largest ``‖J_k − J_{k−1}‖∞ / (1 + ‖J_k‖∞)`` over the
-            carried Jacobians at the last iteration; 0 when no Jacobian was carried. For
+            carried Jacobians at the last iteration; 0 when no Jacobian was carried, inf
+            when a solve continued to carry them had no iteration left (``max_iter``). For
             Jacobians solved exactly at a polished solution (``jacobians``, ``jvp``), the
             relative size of the last refinement correction of that solve.
         polished: bool ``()``, whether the returned point is the polished one (the reduced

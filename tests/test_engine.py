@@ -1,5 +1,7 @@
 """The engine: any scaling, infeasibility statuses, warm starts, mixed batches."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,7 +170,10 @@ def test_the_reusable_factor_path_solves_and_differentiates_as_a_fresh_factor(mo
         return loss(problem), ad.jacobians(problem, wrt=("b",))[1]["b"]
 
     fresh = jax.jit(outputs)(problem)
+    assert not re.search(r"= lu\b", str(jax.make_jaxpr(outputs)(problem)))
     monkeypatch.setattr(_solve, "REUSABLE_FACTOR_SIZE", 0)  # read at trace time: trace a function of its own
+    # The path taken: the Woodbury update's capacitance is solved by LU.
+    assert re.search(r"= lu\b", str(jax.make_jaxpr(lambda problem: outputs(problem))(problem)))
     reusable = jax.jit(lambda problem: outputs(problem))(problem)
     # Bit for bit when written: no round moved a row here, and a factor with no update
     # in use solves as the plain one.
