@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._iterate import Iterate, Seeds, all_finite, inf_norms
+from ._iterate import Iterate, Seeds, all_finite, largest_relative_change
 from ._jacobian import jacobian_step
 from ._problem import Constraints
 from ._solution import Status
@@ -75,8 +75,7 @@ def adjoint_vjp(
         w, iteration, _, _ = carry
         T_w, _ = transpose(w)
         w_new = Iterate(*(a + b for a, b in zip(T_w, cotangent)))
-        norms = inf_norms(*(a - b for a, b in zip(w_new, w)), *w_new).reshape(2, -1)
-        change = jnp.max(norms[0] / (1 + norms[1]))
+        change = largest_relative_change((a - b for a, b in zip(w_new, w)), w_new)
         iteration = iteration + 1
         status = jnp.where(
             ~all_finite(w_new),

@@ -7,8 +7,8 @@ some lane's ρ changed; a second polishing round for the lanes whose active set 
 it uses the two helpers here:
 
 * :func:`computed_where`: a value computed only when some lane asks for it;
-* :func:`on_needing_lanes`: a loop run only on the lanes that need it, gathered into a
-  small batch of their own.
+* :func:`on_needing_lanes`: a loop whose lanes, once few still need it, are gathered into
+  a small batch of their own.
 
 :func:`is_batched` tells, at trace time, whether a value is batched by ``vmap``.
 
@@ -20,7 +20,7 @@ the tracers themselves.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -93,14 +93,16 @@ def _select_lanes(keep: jax.Array, new, old):
         lambda a, b: jnp.where(keep.reshape(keep.shape + (1,) * (jnp.ndim(a) - 1)), a, b), new, old)
 
 
-class _ClosedLoops:
-    """Functions ``(data, state) -> state`` traced to jaxprs over the array leaves of
-    ``data``: the values they close over (a user's objective may close over a batched one)
+class _ClosedStep:
+    """A function ``(data, state) -> state`` traced once to a jaxpr over the array leaves of
+    ``data``: the values it closes over (a user's objective may close over a batched one)
     become constants passed in as data like the rest, as a ``custom_vmap`` function
     requires. (``jax.closure_convert`` would hoist only the closed-over values autodiff may
-    perturb: not an integer, nor a value batched by a ``vmap`` outside any ``jit``.)"""
+    perturb: not an integer, nor a value batched by a ``vmap`` outside any ``jit``.)
 
-    def __init__(self, functions, data, state):
+    Calling it, ``(values, consts, state) -> state``, evaluates the jaxpr."""
+
+    def __init__(self, function, data, state):
         leaves, treedef = jax.tree_util.tree_flatten(data)
         dynamic = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
 
@@ -112,25 +114,19 @@ class _ClosedLoops:
 
         self.values = [leaves[i] for i in dynamic]
         self.state_tree = jax.tree_util.tree_structure(state)
-        self.closed = [jax.make_jaxpr(lambda values, state, f=f: f(rebuild(values), state))(self.values, state)
-                       for f in functions]
-        self.consts = [list(c.consts) for c in self.closed]
+        self.closed = jax.make_jaxpr(lambda values, state: function(rebuild(values), state))(self.values, state)
+        self.consts = list(self.closed.consts)
 
-    def evaluator(self, which: int):
-        """``(values, consts, state) -> state``: the ``which``-th function."""
-        def evaluate(values, consts, state):
-            out = jaxpr_as_fun(ClosedJaxpr(self.closed[which].jaxpr, consts[which]))(
-                *jax.tree_util.tree_leaves((values, state)))
-            return jax.tree_util.tree_unflatten(self.state_tree, out)
-        return evaluate
+    def __call__(self, values, consts, state):
+        out = jaxpr_as_fun(ClosedJaxpr(self.closed.jaxpr, consts))(*jax.tree_util.tree_leaves((values, state)))
+        return jax.tree_util.tree_unflatten(self.state_tree, out)
 
 
 def _in_axes(batched):
     """``vmap``'s ``in_axes`` for ``(values, consts, state)`` from which leaves of the
     values and constants are ``batched`` (the state always is)."""
     values_batched, consts_batched = batched
-    return ([0 if b else None for b in values_batched],
-            [[0 if b else None for b in flags] for flags in consts_batched], 0)
+    return [0 if b else None for b in values_batched], [0 if b else None for b in consts_batched], 0
 
 
 def _gather_needing_lanes(evaluate, needs, lanes, axis_size, batched, operands, state):
@@ -139,8 +135,6 @@ def _gather_needing_lanes(evaluate, needs, lanes, axis_size, batched, operands, 
 
     ``operands`` are ``(values, consts)``; ``batched`` says which of their leaves carry the
     batch axis (the others are shared). Returns the whole batch's state."""
-    values, consts = operands
-    values_batched, consts_batched = batched
     axes = _in_axes(batched)
 
     def pick(leaves, flags, index):
@@ -152,8 +146,7 @@ def _gather_needing_lanes(evaluate, needs, lanes, axis_size, batched, operands, 
         # Unused slots rerun lane 0 and are dropped on the way back (index axis_size).
         target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
         done = jax.vmap(evaluate, in_axes=axes)(
-            pick(values, values_batched, index),
-            [pick(c, b, index) for c, b in zip(consts, consts_batched)],
+            *(pick(leaves, flags, index) for leaves, flags in zip(operands, batched)),
             jax.tree_util.tree_map(lambda leaf: leaf[index], state))
         state = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), state, done)
         return state, waiting.at[target].set(False, mode="drop")
@@ -175,42 +168,37 @@ def _step_while_crowded(evaluate_step, needs, lanes, axes, operands, state):
     return lax.while_loop(crowded, whole_batch_step, state)
 
 
-def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax.Array], data, state,
-                     step: Optional[Callable[[Any, Any], Any]] = None, first_step_for_all: bool = False):
-    """``loop(data, state)``, a loop that leaves ``state`` as it is where ``needs(state)``
-    is false; under ``vmap`` run only on the lanes that need it.
+def on_needing_lanes(step: Callable[[Any, Any], Any], needs: Callable[[Any], jax.Array], data, state,
+                     first_step_for_all: bool = False):
+    """The loop ``while needs(state): state = step(data, state)``; under ``vmap`` the lanes
+    that no longer need it stop costing.
 
-    Unbatched, it is ``loop(data, state)``. Under ``vmap`` (``jax.custom_batching``) the
-    lanes that need it are gathered, at most a sixteenth of the batch (``COMPACTED_LANES``,
-    at least 8 lanes) at a time, the loop runs on that small batch, and the results are
-    scattered back; the other lanes keep ``state``. A while loop of ``vmap``, by contrast,
-    runs its body for every lane until the slowest one stops.
-
-    With ``step`` (``loop`` is then ``while needs: state = step(data, state)``), the whole
-    batch first takes steps, every lane that needs one at once, while more lanes need
-    them than a gather holds; the few lanes left are then gathered as above. This is for a
-    loop that most lanes need, where gathering them a few at a time would lose the batch's
-    throughput, but whose slowest lanes run far longer than the rest. With
+    Unbatched, it is that loop. Under ``vmap`` (``jax.custom_batching``) the whole batch
+    first takes steps, every lane that needs one at once, while more lanes need them than a
+    gather holds (at most a sixteenth of the batch, ``COMPACTED_LANES``, at least 8 lanes);
+    the lanes left are then gathered into a small batch of their own, the loop runs on it,
+    and the results are scattered back; the other lanes keep ``state``. A while loop of
+    ``vmap``, by contrast, runs its body for every lane until the slowest one stops. With
     ``first_step_for_all`` (every lane needs the first step), every lane takes one step at
-    once instead, and the lanes that still need the loop are then gathered.
+    once instead, and the lanes that still need the loop are then gathered. ``step`` is
+    traced once, for both.
 
     Args:
-        loop: ``(data, state) -> state``, with the same structure as ``state``.
-        needs: ``state -> ()`` bool; where false, ``loop`` must return ``state`` unchanged.
+        step: ``(data, state) -> state``.
+        needs: ``state -> ()`` bool.
         data: a pytree of the loop's inputs; leaves that are not arrays are static.
         state: a pytree of arrays.
-        step: optional ``(data, state) -> state``, one step of ``loop``.
-        first_step_for_all: see above; with ``step``, and only where the caller knows that
-            ``needs`` holds for every lane at the start.
+        first_step_for_all: see above; only where the caller knows that ``needs`` holds for
+            every lane at the start.
     """
-    if first_step_for_all and (step is None or step is loop):
-        raise ValueError("first_step_for_all needs a step other than the loop")
-    loops = _ClosedLoops([loop] if step is None or step is loop else [loop, step], data, state)
-    evaluate_loop = loops.evaluator(0)
+    closed = _ClosedStep(step, data, state)
+
+    def loop(values, consts, state):
+        return lax.while_loop(needs, lambda state: closed(values, consts, state), state)
 
     @jax.custom_batching.custom_vmap
     def run(values, consts, state):
-        return evaluate_loop(values, consts, state)
+        return loop(values, consts, state)
 
     @run.def_vmap
     def run_needing_lanes(axis_size, in_batched, values, consts, state):
@@ -219,13 +207,12 @@ def on_needing_lanes(loop: Callable[[Any, Any], Any], needs: Callable[[Any], jax
             lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *jnp.shape(leaf))),
             state, state_batched)
         lanes = min(axis_size, max(8, axis_size // COMPACTED_LANES))
-        evaluate_step, axes = loops.evaluator(len(loops.closed) - 1), _in_axes((values_batched, consts_batched))
-        if step is not None and first_step_for_all:
-            state = jax.vmap(evaluate_step, in_axes=axes)(values, consts, state)
-        elif step is not None:
-            state = _step_while_crowded(evaluate_step, needs, lanes, axes, (values, consts), state)
-        state = _gather_needing_lanes(evaluate_loop, needs, lanes, axis_size, (values_batched, consts_batched),
-                                      (values, consts), state)
+        batched, axes = (values_batched, consts_batched), _in_axes((values_batched, consts_batched))
+        if first_step_for_all:
+            state = jax.vmap(closed, in_axes=axes)(values, consts, state)
+        else:
+            state = _step_while_crowded(closed, needs, lanes, axes, (values, consts), state)
+        state = _gather_needing_lanes(loop, needs, lanes, axis_size, batched, (values, consts), state)
         return state, jax.tree_util.tree_map(lambda _: True, state)
 
-    return run(loops.values, loops.consts, state)
+    return run(closed.values, closed.consts, state)

@@ -282,10 +282,6 @@ def _one_pass(loop: _Loop, _, state: LoopState) -> LoopState:
     return state
 
 
-def _passes(loop: _Loop, _, state: LoopState) -> LoopState:
-    return lax.while_loop(_running, lambda state: _one_pass(loop, None, state), state)
-
-
 def run(
     objective,
     constraints: Constraints,
@@ -353,15 +349,15 @@ def run(
     exact = exact_jacobians and J0 is not None and structure.polish and bool(objective.quadratic)
     # An objective whose factor serves every ρ stays out of the carry: closed over, a batch
     # sharing it keeps one copy (on_needing_lanes would give each lane its own).
-    carried_objective = bool(getattr(objective, "rho_dependent", True))
+    carried_objective = bool(objective.rho_dependent)
     loop = _Loop(objective, constraints, scaling, seeds_at, numerics, structure, polish_attempts, early_first_polish,
                  exact, carried_objective, solution_active_set(constraints, init, rho0, numerics.tol),
                  jnp.zeros((), init.x.dtype))
     state = _initial_state(loop, init, J0, rho0, status0, first_iteration, reusable_factor)
-    # Under vmap, once few lanes still run they are gathered apart: a vmapped while loop
-    # would make every lane pay for the slowest one's iterations.
-    state = on_needing_lanes(functools.partial(_passes, loop), _running, (), state,
-                             step=functools.partial(_one_pass, loop))
+    # Passes until every lane has stopped. Under vmap, once few lanes still run they are
+    # gathered apart: a vmapped while loop would make every lane pay for the slowest one's
+    # iterations.
+    state = on_needing_lanes(functools.partial(_one_pass, loop), _running, (), state)
     info = Info(state.status, state.iteration, state.primal_residual, state.dual_residual, state.gap, state.rho,
                 state.jacobian_change, state.polished)
     return state.z, state.J, _objective_of(loop, state), info, state.polished_system

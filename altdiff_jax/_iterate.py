@@ -74,22 +74,28 @@ def zero_jacobian(z: Iterate, k: int) -> Iterate:
     return Iterate(*(jnp.zeros(v.shape + (k,), v.dtype) for v in z))
 
 
-def inf_norm(*arrays: jax.Array) -> jax.Array:
-    """‖v‖∞ of one array, or the largest over several (one reduction over their entries,
-    not one per array: a smaller compiled program); 0 for empty arrays (absent blocks)."""
-    v = arrays[0] if len(arrays) == 1 else jnp.concatenate([jnp.ravel(a) for a in arrays])
+def inf_norm(v: jax.Array) -> jax.Array:
+    """‖v‖∞; 0 for an empty array (an absent block). Several norms at once: :func:`inf_norms`."""
     return jnp.max(jnp.abs(v), initial=0.0)
 
 
 def inf_norms(*groups) -> jax.Array:
     """``(len(groups),)``: :func:`inf_norm` of each group (an array, or a sequence of arrays
-    taken together), all in one reduction over a zero-padded stack of their entries (XLA
-    fuses the padding into it): one kernel where separate norms compile one each. For
-    vectors: the stack holds ``len(groups)`` copies of the longest group's length."""
+    taken together), all in one reduction over a zero-padded stack of their entries, where
+    separate norms would be one reduction each (a smaller compiled program). For vectors:
+    the stack holds ``len(groups)`` times the longest group's length."""
     flat = [jnp.ravel(g) if isinstance(g, jax.Array) else jnp.concatenate([jnp.ravel(a) for a in g])
             for g in groups]
     length = max(1, *(v.shape[0] for v in flat))
     return jnp.max(jnp.stack([jnp.pad(jnp.abs(v), (0, length - v.shape[0])) for v in flat]), axis=1)
+
+
+def largest_relative_change(changes, values) -> jax.Array:
+    """max over blocks b of ‖changes_b‖∞ / (1 + ‖values_b‖∞) (vectors; empty blocks: 0), in
+    one reduction (:func:`inf_norms`)."""
+    changes, values = list(changes), list(values)
+    norms = inf_norms(*changes, *values).reshape(2, len(values))
+    return jnp.max(norms[0] / (1 + norms[1]))
 
 
 def all_finite(tree) -> jax.Array:

@@ -43,7 +43,7 @@ import jax.scipy.linalg
 import numpy as np
 
 from ._batching import computed_where
-from ._iterate import Iterate, Seeds, inf_norms
+from ._iterate import Iterate, Seeds, largest_relative_change
 from ._jacobian import ActiveSet, active_set
 from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, UpdatedCholesky, factor_system, structured,
                       transpose_times)
@@ -181,8 +181,7 @@ def _regularized_lu(H: Operator, constraints: Constraints, a, a_B, delta) -> _LU
     dtype = a.dtype
     # An inactive row reads −y_i = r_i; an active one G_i x − δ y_i = r_i.
     row_diagonal = jnp.concatenate([jnp.full((p,), delta, dtype), delta * a + (1.0 - a), delta * a_B + (1.0 - a_B)])
-    B = constraints.B
-    C = jnp.concatenate([A, a[:, None] * G, B.mv(B.weighted_gram(a_B))])
+    C = jnp.concatenate([A, a[:, None] * G, a_B[:, None] * jnp.eye(*constraints.B.shape, dtype=dtype)])
     K = jnp.block([[H.dense() + delta * jnp.eye(n, dtype=dtype), C.T], [C, -jnp.diag(row_diagonal)]])
     return _LU(*jax.scipy.linalg.lu_factor(K))
 
@@ -313,8 +312,7 @@ class ReducedKKT(NamedTuple):
             step, w, change, previous, _ = state
             correction = self._solve_regularized(r - self.apply(w))
             w = w + correction
-            norms = inf_norms(*correction, *w).reshape(2, -1)  # empty blocks: 0
-            return step + 1, w, jnp.max(norms[0] / (1 + norms[1])), change, previous
+            return step + 1, w, largest_relative_change(correction, w), change, previous
 
         floor = STALL_FLOOR[jnp.dtype(dtype).itemsize]
         predicted_stop = PREDICTED_STOP[jnp.dtype(dtype).itemsize]

@@ -30,7 +30,7 @@ generalised eigen-decomposition that serves every ρ without refactoring
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Protocol, runtime_checkable
+from typing import NamedTuple, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -245,7 +245,6 @@ class BoundRows:
         return jnp.diag(self.rmv(w))
 
 
-@runtime_checkable
 class Operator(Protocol):
     """A matrix as the engine uses it: its products, its dense form and its weighted Gram
     matrix. :class:`Dense`, :class:`SharedDense`, :class:`Diagonal` and :class:`RowVector`
@@ -277,7 +276,6 @@ class Operator(Protocol):
         """factor · M for a scalar factor."""
 
 
-@runtime_checkable
 class LinearSolver(Protocol):
     """A factorised (or otherwise invertible) square system: ``solve(rhs)`` is M⁻¹ rhs for
     ``rhs (n,)`` or ``(n, k)``. :class:`Cholesky`, :class:`ExplicitInverse`,

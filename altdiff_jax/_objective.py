@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 from ._linalg import Operator
 from ._problem import Constraints
-from ._xupdate import EQUALITY_WEIGHT, CholeskySolver, XSolver
+from ._xupdate import EQUALITY_WEIGHT, XSolver
 
 
 class Objective(Protocol):
@@ -140,7 +140,7 @@ class QuadraticObjective(NamedTuple):
     @property
     def rho_dependent(self) -> bool:
         """Whether :meth:`at_rho` changes the objective (a Cholesky factor of H(ρ))."""
-        return isinstance(self.solver, CholeskySolver)
+        return self.solver.rho_dependent
 
     def value(self, x: jax.Array) -> jax.Array:
         return 0.5 * self.c * (x @ self.P_hat.mv(x)) + self.q @ x
@@ -159,8 +159,7 @@ class QuadraticObjective(NamedTuple):
     def constraint_gram(self) -> Optional[jax.Array]:
         """``(n, n)`` C = AᵀA + GᵀG + diag(f) of the x-update, when a Cholesky solver keeps it
         (and w = 1, so that C holds the constraints' Gram matrix as polishing weighs it)."""
-        keeps = isinstance(self.solver, CholeskySolver) and EQUALITY_WEIGHT == 1.0
-        return self.solver.C if keeps else None
+        return self.solver.gram() if EQUALITY_WEIGHT == 1.0 else None
 
     def recession_slope(self, d_x: jax.Array) -> jax.Array:
         """qᵀd: negative along a direction of unbounded descent."""

@@ -95,8 +95,7 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
     constant, ``_solve._forward``) serves a round after the ``first`` if its base is near
     ``active`` (``ReducedKKT.reusable``), unless the refinement with it does not reach
     ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it cannot serve, the
-    system is factored anew. The fresh factorisation is traced once, after both tests (a
-    smaller program; under ``vmap``, computed once per lane, not once per test)."""
+    system is factored anew. The fresh factorisation is traced once, after both tests."""
     A, b, G, h, lb, ub = constraints
     H = objective.hessian_operator(x)
     bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0))
@@ -187,9 +186,6 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
     def unfinished(state: _Round) -> jax.Array:
         return ~state.done & (state.count < rounds)
 
-    def rounds_loop(data, state: _Round) -> _Round:
-        return lax.while_loop(unfinished, lambda state: _round(*data, state), state)
-
     start_active = solution_active_set(constraints, z, rho, tol)
     n, dtype = z.x.shape[0], z.x.dtype
     empty = KKTVector(jnp.zeros(n, dtype), jnp.zeros_like(b), jnp.zeros_like(h), jnp.zeros_like(lb))
@@ -198,7 +194,7 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
     # the later ones run on the few lanes whose active set moved, gathered apart (a while
     # loop would run them for every lane).
     data = (objective, constraints, rho, tol)
-    final = on_needing_lanes(rounds_loop, unfinished, data, start, step=lambda data, state: _round(*data, state),
+    final = on_needing_lanes(lambda data, state: _round(*data, state), unfinished, data, start,
                              first_step_for_all=True)
     # The multipliers of the last step belong to the active set it was taken on; a row
     # that the last re-read would move is reported by the residuals, not hidden.

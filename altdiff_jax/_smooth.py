@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._iterate import Iterate
-from ._linalg import Dense, Diagonal, Operator, RowVector, factor_system
+from ._linalg import Dense, Diagonal, Operator, factor_system
 from ._xupdate import bound_diagonal, equality_weight
 from ._options import Options, resolve_options
 from ._problem import QP, Constraints, bounds, constraint_block, data_gradients

@@ -9,7 +9,7 @@ A, G (``docs/mathematics.md``, "Gradients of every parameter").
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp

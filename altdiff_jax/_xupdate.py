@@ -11,12 +11,13 @@ equality rows' weight). Three solvers implement :class:`XSolver`:
 * :class:`CholeskySolver`: a Cholesky factor at the current ρ, recomputed when ρ changes.
 
 A new operator type (sparse, matrix-free) needs a solver here and a branch of
-:func:`make_x_solver`; the loop only calls ``solve(rhs, rho)`` and ``at_rho``.
+:func:`make_x_solver`; the loop calls ``solve(rhs, rho)`` and ``at_rho``, reads
+``rho_dependent``, and polishing asks for ``gram()``.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, Union
+from typing import NamedTuple, Optional, Protocol, Union
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +39,14 @@ def equality_weight(A: Operator) -> float:
 
 
 class XSolver(Protocol):
-    """H(ρ)⁻¹ for the x-update (eq. 5a) and the Jacobian x-update (eq. 5ga)."""
+    """H(ρ)⁻¹ for the x-update (eq. 5a) and the Jacobian x-update (eq. 5ga).
+
+    Attributes:
+        rho_dependent: whether :meth:`at_rho` changes the solver (a factor of H at one ρ):
+            the loop then carries it rather than closing over it.
+    """
+
+    rho_dependent: bool
 
     def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
         """H(ρ)⁻¹ rhs for ``rhs (n,)`` or ``(n, k)``, at the loop's current ρ."""
@@ -48,8 +56,13 @@ class XSolver(Protocol):
         """The solver ready for a new ρ where ``changed``."""
         ...
 
+    def gram(self) -> Optional[jax.Array]:
+        """``(n, n)`` C when the solver keeps it (polishing builds its normal matrix from
+        it), else None."""
+        ...
 
-def constraint_gram(constraints: Constraints, n: int, dtype) -> jax.Array:
+
+def constraint_gram(constraints: Constraints, dtype) -> jax.Array:
     """``(n, n)`` C = w·AᵀA + GᵀG + diag(f): the constraints' part of H(ρ) = … + ρC."""
     A, _, G, _, _, _ = constraints
     C = A.weighted_gram(jnp.full((A.shape[0],), equality_weight(A), dtype))
@@ -66,12 +79,16 @@ class EigenSolver(NamedTuple):
 
     factor: EigenFactor
     c: jax.Array
+    rho_dependent = False
 
     def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
         return self.factor.solve(rhs, self.c, rho)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "EigenSolver":
         return self
+
+    def gram(self) -> None:
+        return None
 
 
 class CholeskySolver(NamedTuple):
@@ -88,6 +105,7 @@ class CholeskySolver(NamedTuple):
     factor: Union[Cholesky, ExplicitInverse]
     base: jax.Array
     C: jax.Array
+    rho_dependent = True
 
     def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
         del rho  # the factor is kept at the current ρ by at_rho
@@ -100,6 +118,9 @@ class CholeskySolver(NamedTuple):
             changed, lambda base, C, rho: type(self.factor).factor(base + rho * C), (self.base, self.C, rho), self.factor
         )
         return self._replace(factor=factor)
+
+    def gram(self) -> jax.Array:
+        return self.C
 
 
 class StructuredSolver(NamedTuple):
@@ -116,12 +137,16 @@ class StructuredSolver(NamedTuple):
     f: jax.Array
     v: jax.Array
     w: jax.Array
+    rho_dependent = False
 
     def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
         return DiagonalPlusRankOne(self.diagonal + rho * self.f, self.v, rho * self.w).solve(rhs)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "StructuredSolver":
         return self
+
+    def gram(self) -> None:
+        return None
 
 
 def make_x_solver(
@@ -140,13 +165,13 @@ def make_x_solver(
             (``_linalg.ExplicitInverse``) instead of the factor.
     """
     n, dtype = P_hat.shape[0], c.dtype
-    f = bound_diagonal(constraints)
     A = constraints.A
     if structured(P_hat, A, constraints.G):
+        f = bound_diagonal(constraints)
         v = A.v if isinstance(A, RowVector) else jnp.zeros((n,), dtype)
         w = jnp.asarray(equality_weight(A) if isinstance(A, RowVector) else 0.0, dtype)  # 1 for the row
         return StructuredSolver(c * (P_hat.diagonal + sigma), f, v, w)
-    C = constraint_gram(constraints, n, dtype)
+    C = constraint_gram(constraints, dtype)
     shifted = P_hat.dense() + sigma * jnp.eye(n, dtype=dtype)
     if method == "eigen":
         return EigenSolver(EigenFactor.factor(shifted, C), c)

@@ -1,6 +1,8 @@
 """The reduced KKT system of altdiff_jax._kkt (polishing and the ``kkt`` strategy) against
 dense NumPy solves and the NumPy/cvxpy references."""
 
+from typing import NamedTuple
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -105,8 +107,19 @@ def _solved(seed, n, p, m, singular=False):
     constraints = Constraints(Dense(jnp.asarray(A)), jnp.asarray(b), Dense(jnp.asarray(G)), jnp.asarray(h),
                               jnp.zeros(0), jnp.zeros(0))
     z = Iterate(*(jnp.asarray(v) for v in (x, s, lam, nu, np.zeros(0), np.zeros(0))))
-    objective = QuadraticObjective(Dense(jnp.asarray(P_sym(data["P"]))), jnp.asarray(data["q"]), 1.0, 0.0, None)
+    objective = QuadraticObjective(Dense(jnp.asarray(P_sym(data["P"]))), jnp.asarray(data["q"]), 1.0, 0.0,
+                                   _NoXUpdate())
     return data, (x, lam, nu), objective, constraints, z
+
+
+class _NoXUpdate(NamedTuple):
+    """The x-update solver of an objective that only polishing and the pullback use: it
+    keeps no Gram matrix, so they build their own."""
+
+    rho_dependent = False
+
+    def gram(self):
+        return None
 
 
 def P_sym(P):
@@ -309,7 +322,7 @@ def test_a_large_normal_matrix_is_built_from_the_x_update_gram_by_its_smaller_ro
     constraints = Constraints(Dense(jnp.asarray(rng.standard_normal((p, n)))), jnp.asarray(rng.standard_normal(p)),
                               Dense(jnp.asarray(rng.standard_normal((m, n)))), jnp.asarray(rng.standard_normal(m)),
                               lb, ub)
-    C = constraint_gram(constraints, n, jnp.float64)
+    C = constraint_gram(constraints, jnp.float64)
     delta = regularization(jnp.float64)
     a_B = jnp.asarray((rng.random(n) < 0.1) & np.asarray(jnp.isfinite(lb) | jnp.isfinite(ub)), jnp.float64)
     diagonal = delta + a_B / delta

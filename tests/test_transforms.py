@@ -337,48 +337,51 @@ def test_computed_where_runs_its_work_only_where_asked_and_xla_keeps_it_so():
 
 def test_on_needing_lanes_runs_a_loop_on_the_lanes_that_need_it_and_leaves_the_others():
     """``_batching.on_needing_lanes`` under vmap equals the loop lane by lane: 40 lanes, of
-    which 19 need it (three gathers of 8), with batched and shared data and a static leaf;
-    the lanes that do not need it keep their state exactly; unbatched it is the loop; a loop
-    that closes over a batched value gives the same."""
+    which 19 need it (the whole batch steps once, then the 7 that need more are gathered),
+    with batched and shared data and a static leaf; the lanes that do not need it keep
+    their state exactly; unbatched it is the loop; a step that closes over a batched value
+    gives the same."""
     from altdiff_jax._batching import on_needing_lanes
 
-    def loop(data, state):
-        scale, offset, steps = data
-        def body(carry):
-            x, count = carry
-            return jnp.sin(scale * x) + offset, count + 1
-        return jax.lax.while_loop(lambda carry: carry[1] < steps, body, state)
+    def step(data, state):
+        scale, offset, increment = data
+        x, count = state
+        return jnp.sin(scale * x) + offset, count + increment
 
     def needs(state):
         return state[1] < 3
 
+    def loop(data, state):
+        return jax.lax.while_loop(needs, lambda state: step(data, state), state)
+
     def run(scale, offset, state):
-        return on_needing_lanes(loop, needs, (scale, offset, 3), state)
+        return on_needing_lanes(step, needs, (scale, offset, 1), state)
 
     lanes = 40
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((lanes, 4)))
-    count = jnp.asarray(np.where(rng.permutation(lanes) < 19, 0, 3), jnp.int32)
+    order = rng.permutation(lanes)
+    count = jnp.asarray(np.where(order < 7, 0, np.where(order < 19, 2, 3)), jnp.int32)
     scale = jnp.asarray(rng.uniform(0.5, 1.5, lanes))
     offset = jnp.asarray(rng.standard_normal(4))
     got_x, got_count = jax.jit(jax.vmap(run, in_axes=(0, None, 0)))(scale, offset, (x, count))
     for i in range(lanes):
-        want_x, want_count = loop((scale[i], offset, 3), (x[i], count[i]))
+        want_x, want_count = loop((scale[i], offset, 1), (x[i], count[i]))
         np.testing.assert_allclose(got_x[i], want_x, rtol=1e-15, atol=0)
         assert int(got_count[i]) == int(want_count) == 3
     np.testing.assert_array_equal(got_x[count == 3], x[count == 3])  # untouched lanes
     alone = jax.jit(run)(scale[0], offset, (x[0], jnp.int32(0)))
-    np.testing.assert_array_equal(alone[0], loop((scale[0], offset, 3), (x[0], jnp.int32(0)))[0])
+    np.testing.assert_array_equal(alone[0], loop((scale[0], offset, 1), (x[0], jnp.int32(0)))[0])
 
-    def closing_over(scale, state):  # the loop closes over a batched value (as a user's objective may)
-        return on_needing_lanes(lambda data, state: loop((scale, offset, 3), state), needs, (), state)
+    def closing_over(scale, state):  # the step closes over a batched value (as a user's objective may)
+        return on_needing_lanes(lambda data, state: step((scale, offset, 1), state), needs, (), state)
 
     closed_x, _ = jax.jit(jax.vmap(closing_over))(scale, (x, count))
     np.testing.assert_allclose(closed_x, got_x, rtol=1e-15, atol=0)
 
 
-def test_on_needing_lanes_with_a_step_runs_the_whole_batch_then_gathers_the_last_lanes():
-    """With ``step``, the whole batch steps while more than a gather's worth of lanes need
+def test_on_needing_lanes_runs_the_whole_batch_then_gathers_the_last_lanes():
+    """The whole batch steps while more than a gather's worth of lanes need
     it (40 lanes: at most 8), then the last ones are gathered: lane by lane equal to the
     loop, whose lanes need from 0 to 60 steps."""
     from altdiff_jax import _batching
@@ -394,7 +397,7 @@ def test_on_needing_lanes_with_a_step_runs_the_whole_batch_then_gathers_the_last
         return jax.lax.while_loop(needs, lambda state: step(scale, state), state)
 
     def run(scale, state):
-        return _batching.on_needing_lanes(loop, needs, scale, state, step=step)
+        return _batching.on_needing_lanes(step, needs, scale, state)
 
     lanes = 40
     rng = np.random.default_rng(1)

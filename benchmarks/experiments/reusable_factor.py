@@ -31,7 +31,7 @@ from altdiff_jax import _solve  # noqa: E402
 VARIANTS = {"update": 0, "factor anew": 10**9}
 
 
-def compiled(size: int, threshold: int, problem, g):
+def compiled(threshold: int, problem, g):
     _solve.REUSABLE_FACTOR_SIZE = threshold
 
     def loss(problem):
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     warm = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp(20, 10, 4).items()})
-    compiled(20, 0, warm, jnp.ones(20))  # the process's one-time costs, outside the table
+    compiled(0, warm, jnp.ones(20))  # the process's one-time costs, outside the table
     rows = []
     for n in args.sizes:
         p, m = (500, 200) if n == 1500 else (n // 2, n // 5)
@@ -57,7 +57,7 @@ def main() -> None:
         g = jnp.asarray(harness.loss_vector(n))
         functions, compile_s, outputs = {}, {}, {}
         for name, threshold in VARIANTS.items():
-            functions[name], compile_s[name] = compiled(n, threshold, problem, g)
+            functions[name], compile_s[name] = compiled(threshold, problem, g)
             outputs[name] = harness.block(functions[name](problem))
         timing = harness.interleaved({name: (lambda f=f: f(problem)) for name, f in functions.items()},
                                      repeats=args.repeats)

@@ -7,8 +7,9 @@ Each case also reports the largest difference between the two versions' outputs.
 
 Cases: Tiny (n 1500) solve + gradient of all six leaves; 512 QPs of n 50 under
 ``vmap(grad)`` with P, A, G shared and with every leaf batched; the 150 degenerate QPs of
-``benchmarks/batches.py`` under ``vmap(solve)``; ``jacobians(wrt=("b",))`` at Tiny with
-``tol=1e-3``.
+``benchmarks/batches.py`` under ``vmap(solve)``; solve + gradient with
+``differentiation="altdiff"`` at n 300 (the loop carries every column); ``jacobians(wrt=("b",))``
+at Tiny with ``tol=1e-3``.
 
     python benchmarks/experiments/same_process_ab.py --before HEAD~1 --output benchmarks/results/NAME.md
 """
@@ -67,6 +68,9 @@ def cases(ad):
 
     tiny = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp(1500, 500, 200).items()})
     g_tiny = jnp.asarray(harness.loss_vector(1500))
+    mid = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp(300, 150, 60).items()})
+    g_mid = jnp.asarray(harness.loss_vector(300))
+    altdiff = ad.Options(differentiation="altdiff", tol=1e-6)
     small = [harness.paper_qp(50, 25, 10, seed=seed) for seed in range(512)]
     g_small = jnp.asarray(harness.loss_vector(50))
     every = ad.QP(P=0, q=0, A=0, b=0, G=0, h=0)
@@ -80,6 +84,8 @@ def cases(ad):
         "512 x n 50 vmap(grad), every leaf": (jax.jit(jax.vmap(jax.grad(loss), in_axes=(every, None))),
                                              (stacked(ad, small), g_small)),
         "150 degenerate QPs, vmap(solve)": (jax.jit(jax.vmap(lambda p: ad.solve(p).x)), (degenerate,)),
+        "altdiff solve + all-six gradient, n 300, tol 1e-6": (
+            jax.jit(jax.value_and_grad(lambda p, g: ad.solve(p, altdiff).x @ g)), (mid, g_mid)),
         "jacobians(wrt=b), Tiny, tol 1e-3": (
             jax.jit(lambda p: ad.jacobians(p, ad.Options(tol=1e-3), wrt=("b",))), (tiny,)),
     }
