@@ -20,11 +20,11 @@ the unregularised K then remove the O(δ) error, so the result is exact to round
 K is nonsingular, and a regularised least-squares answer when it is not (degenerate
 active sets), judged afterwards by its residuals.
 
-A factor can also serve a nearby active set (:class:`ReusableFactor`): the normal matrices
-of two active sets differ by g_i g_iᵀ/δ for each row that joins or leaves, so polishing's
-later rounds, which usually move a row or two, update the first round's factor by the
-Woodbury identity (``_linalg.UpdatedCholesky``) instead of assembling and factoring again;
-the refinement against the unregularised K is the same. Only one dense float64 QP of
+A factor can also serve a nearby active set (:class:`ReusableFactor`): K_δ of two active
+sets differ by a rank-two term for each row that joins or leaves, so polishing's later
+rounds, which usually move a row or two, update the first round's factor by the Woodbury
+identity instead of assembling and factoring again; the refinement against the
+unregularised K is the same. Only one dense float64 QP of
 ``_solve.REUSABLE_FACTOR_SIZE`` or more variables carries one.
 
 In float32 the normal matrix of a dense problem is too ill-conditioned for Cholesky (its
@@ -45,7 +45,7 @@ import numpy as np
 from ._batching import computed_where
 from ._iterate import Iterate, Seeds, largest_relative_change
 from ._jacobian import ActiveSet, active_set
-from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, UpdatedCholesky, factor_system, structured,
+from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, factor_system, structured,
                       transpose_times)
 from ._xupdate import bound_diagonal
 from ._problem import Constraints
@@ -149,22 +149,90 @@ class KKTVector(NamedTuple):
         return KKTVector(*(a - b for a, b in zip(self, other)))
 
 
+def _normal_solve(constraints: Constraints, solve_normal, a, a_B, delta, r: KKTVector) -> KKTVector:
+    """K_δ⁻¹ r on the active set (``a``, ``a_B``) by eliminating y: ``solve_normal`` applies
+    the inverse of the normal matrix H + δI + (AᵀA + G_aᵀG_a + diag(a_B)) / δ."""
+    A, G, B = constraints.A, constraints.G, constraints.B
+    rhs = r.x + A.rmv(r.eq) / delta + G.rmv(a * r.ineq) / delta + B.rmv(a_B * r.bound) / delta
+    x = solve_normal(rhs)
+    eq = (A.mv(x) - r.eq) / delta
+    ineq = jnp.where(a > 0, (G.mv(x) - r.ineq) / delta, -r.ineq)
+    bound = jnp.where(a_B > 0, (B.mv(x) - r.bound) / delta, -r.bound)
+    return KKTVector(x, eq, ineq, bound)
+
+
 class ReusableFactor(NamedTuple):
-    """The Cholesky factor of the normal matrix on one active set (the base: rows ``a``,
-    bounds ``a_B``), updated for a nearby active set (see ``REUSED_CHANGES``).
+    """The factor of K_δ on one active set (the base: rows ``a``, bounds ``a_B``) and the
+    Woodbury terms by which it solves K_δ on a set a few inequality rows away
+    (:meth:`ReducedKKT.nearby`, at most ``REUSED_CHANGES`` rows).
+
+    A row i joining the set changes K_δ by ĝ_i e_iᵀ + e_i ĝ_iᵀ + (1 − δ) e_i e_iᵀ (ĝ_i: row i
+    of G in the x block, e_i: its multiplier's entry); one leaving, by the negative. With
+    U = [ĝ_1 … ĝ_k, e_1 … e_k] the new matrix is K_δ + U S Uᵀ, and
+
+        (K_δ + U S Uᵀ)⁻¹ = K_δ⁻¹ − Z (S⁻¹ + UᵀZ)⁻¹ Uᵀ K_δ⁻¹,   Z = K_δ⁻¹ U.
+
+    The update is made in K_δ's quasi-definite space, where the capacitance S⁻¹ + UᵀZ has
+    entries of order one: the same change of the normal matrix (± g_i g_iᵀ/δ) would, for a
+    row that leaves, cancel terms of order 1/δ and leave refinement slow to converge.
 
     Attributes:
-        factor: the base's factor with the Woodbury update for the system it serves.
+        base: the Cholesky factor of the base's normal matrix.
         a: ``(m,)`` 1.0 on the inequalities active in the base.
         a_B: ``(nb,)`` 1.0 on the bounds active in the base.
+        G_rows: ``(n, k)`` ĝ of the changed rows (a zero column on a free slot).
+        selector: ``(m, k)`` e of the changed rows (a zero column on a free slot).
+        Z: K_δ⁻¹ U, blocks with ``2k`` columns.
+        inverse_capacitance: ``(2k, 2k)`` (S⁻¹ + UᵀZ)⁻¹.
     """
 
-    factor: UpdatedCholesky
+    base: Cholesky
     a: jax.Array
     a_B: jax.Array
+    G_rows: jax.Array
+    selector: jax.Array
+    Z: KKTVector
+    inverse_capacitance: jax.Array
 
-    def solve(self, rhs: jax.Array) -> jax.Array:
-        return self.factor.solve(rhs)
+    @classmethod
+    def unchanged(cls, base: Cholesky, a: jax.Array, a_B: jax.Array, p: int, slots: int) -> "ReusableFactor":
+        """The base itself, with ``slots`` free slots."""
+        n, m, dtype = base.order, a.shape[0], a.dtype
+        Z = KKTVector(*(jnp.zeros((size, 2 * slots), dtype) for size in (n, p, m, a_B.shape[0])))
+        return cls(base, a, a_B, jnp.zeros((n, slots), dtype), jnp.zeros((m, slots), dtype), Z,
+                   jnp.eye(2 * slots, dtype=dtype))
+
+    def _base_solve(self, constraints: Constraints, delta, r: KKTVector) -> KKTVector:
+        return _normal_solve(constraints, self.base.solve, self.a, self.a_B, delta, r)
+
+    def _u_transpose(self, w: KKTVector) -> jax.Array:
+        return jnp.concatenate([transpose_times(self.G_rows, w.x), transpose_times(self.selector, w.ineq)])
+
+    def updated(self, constraints: Constraints, delta, selector: jax.Array, joins: jax.Array) -> "ReusableFactor":
+        """The base updated for the rows in ``selector`` (``(m, k)``, zero columns on free
+        slots), each joining the set where ``joins`` and leaving it elsewhere."""
+        n, p, slots, dtype = self.base.order, constraints.b.shape[0], selector.shape[1], selector.dtype
+        used = jnp.any(selector > 0, axis=0)
+        G_rows = constraints.G.rmv(selector)
+        zeros = jnp.zeros((n, slots), dtype)
+        U = KKTVector(jnp.concatenate([G_rows, zeros], axis=1), jnp.zeros((p, 2 * slots), dtype),
+                      jnp.concatenate([jnp.zeros_like(selector), selector], axis=1),
+                      jnp.zeros((self.a_B.shape[0], 2 * slots), dtype))
+        Z = jax.vmap(lambda column: self._base_solve(constraints, delta, column), in_axes=1, out_axes=1)(U)
+        # S⁻¹ per slot: sign · [[−(1 − δ), 1], [1, 0]] for a used slot, the identity for a free one.
+        sign = jnp.where(joins, 1.0, -1.0).astype(dtype)
+        corner = jnp.where(used, -sign * (1.0 - delta), 1.0)
+        S_inverse = jnp.block([[jnp.diag(corner), jnp.diag(jnp.where(used, sign, 0.0))],
+                               [jnp.diag(jnp.where(used, sign, 0.0)), jnp.diag(jnp.where(used, 0.0, 1.0))]])
+        capacitance = S_inverse + jnp.concatenate(
+            [transpose_times(G_rows, Z.x), transpose_times(selector, Z.ineq)], axis=0)
+        return self._replace(G_rows=G_rows, selector=selector, Z=Z, inverse_capacitance=jnp.linalg.inv(capacitance))
+
+    def solve_regularized(self, constraints: Constraints, delta, r: KKTVector) -> KKTVector:
+        """K_δ⁻¹ r on the updated set."""
+        w = self._base_solve(constraints, delta, r)
+        c = self.inverse_capacitance @ self._u_transpose(w)
+        return KKTVector(*(v - Zb @ c for v, Zb in zip(w, self.Z)))
 
 
 class _LU(NamedTuple):
@@ -242,7 +310,7 @@ class ReducedKKT(NamedTuple):
         if reusable:
             if not isinstance(factor, Cholesky):
                 raise TypeError(f"only a dense Cholesky factor is reusable, got {type(factor).__name__}")
-            factor = ReusableFactor(UpdatedCholesky.unchanged(factor, REUSED_CHANGES), a, a_B)
+            factor = ReusableFactor.unchanged(factor, a, a_B, p, REUSED_CHANGES)
         return cls(H, constraints, a, a_B, delta, factor)
 
     @classmethod
@@ -255,8 +323,7 @@ class ReducedKKT(NamedTuple):
     def nearby(cls, H: Operator, constraints: Constraints, active: ActiveSet, factor: "ReusableFactor"
                ) -> "ReducedKKT":
         """The system on ``active``, solved by ``factor``'s base updated for the rows that
-        differ (a rank-one term ±g_i g_iᵀ/δ of the normal matrix each). Valid where
-        :meth:`reusable` holds."""
+        differ (:meth:`ReusableFactor.updated`). Valid where :meth:`reusable` holds."""
         a, a_B, delta = cls._weights(constraints, active)
         if a.shape[0] == 0:  # no inequality rows: only bounds change, and those refactor
             return cls(H, constraints, a, a_B, delta, factor)
@@ -264,10 +331,7 @@ class ReducedKKT(NamedTuple):
         rows = jnp.nonzero(changed, size=REUSED_CHANGES, fill_value=0)[0]
         used = jnp.arange(REUSED_CHANGES) < jnp.sum(changed)
         selector = jax.nn.one_hot(rows, a.shape[0], dtype=a.dtype).T * used  # (m, slots)
-        joins = a[rows] > 0  # a row joining adds +g gᵀ/δ, one leaving −g gᵀ/δ
-        w_inverse = jnp.where(used, jnp.where(joins, delta, -delta), 1.0)
-        updated = UpdatedCholesky.update(factor.factor.base, constraints.G.rmv(selector), w_inverse)
-        return cls(H, constraints, a, a_B, delta, factor._replace(factor=updated))
+        return cls(H, constraints, a, a_B, delta, factor.updated(constraints, delta, selector, a[rows] > 0))
 
     def apply(self, w: KKTVector) -> KKTVector:
         """K w (unregularised)."""
@@ -277,18 +341,13 @@ class ReducedKKT(NamedTuple):
         return KKTVector(x, A.mv(w.x), self.a * G.mv(w.x) - (1.0 - self.a) * w.ineq, bound)
 
     def _solve_regularized(self, r: KKTVector) -> KKTVector:
-        A, G, delta = self.constraints.A, self.constraints.G, self.delta
         if isinstance(self.factor, _LU):
             sizes = [v.shape[0] for v in r]
             w = jax.scipy.linalg.lu_solve((self.factor.lu, self.factor.pivots), jnp.concatenate(list(r)))
             return KKTVector(*jnp.split(w, np.cumsum(sizes)[:-1].tolist()))
-        B = self.constraints.B
-        rhs = r.x + A.rmv(r.eq) / delta + G.rmv(self.a * r.ineq) / delta + B.rmv(self.a_B * r.bound) / delta
-        x = self.factor.solve(rhs)
-        eq = (A.mv(x) - r.eq) / delta
-        ineq = jnp.where(self.a > 0, (G.mv(x) - r.ineq) / delta, -r.ineq)
-        bound = jnp.where(self.a_B > 0, (B.mv(x) - r.bound) / delta, -r.bound)
-        return KKTVector(x, eq, ineq, bound)
+        if isinstance(self.factor, ReusableFactor):
+            return self.factor.solve_regularized(self.constraints, self.delta, r)
+        return _normal_solve(self.constraints, self.factor.solve, self.a, self.a_B, self.delta, r)
 
     def solve(self, r: KKTVector) -> KKTVector:
         """K⁻¹ r (see :meth:`solve_and_change`)."""

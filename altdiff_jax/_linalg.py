@@ -278,8 +278,8 @@ class Operator(Protocol):
 
 class LinearSolver(Protocol):
     """A factorised (or otherwise invertible) square system: ``solve(rhs)`` is M⁻¹ rhs for
-    ``rhs (n,)`` or ``(n, k)``. :class:`Cholesky`, :class:`ExplicitInverse`,
-    :class:`UpdatedCholesky` and :class:`DiagonalPlusRankOne` implement it; the ADMM
+    ``rhs (n,)`` or ``(n, k)``. :class:`Cholesky`, :class:`ExplicitInverse`
+    and :class:`DiagonalPlusRankOne` implement it; the ADMM
     x-update's solvers, which also follow ρ, are in ``_xupdate``."""
 
     def solve(self, rhs: jax.Array) -> jax.Array: ...
@@ -487,46 +487,6 @@ class ExplicitInverse(NamedTuple):
 
     def solve(self, rhs: jax.Array) -> jax.Array:
         return self.inverse @ rhs
-
-
-class UpdatedCholesky(NamedTuple):
-    """M + V diag(w) Vᵀ by a Cholesky factor of M and the Woodbury identity
-
-        (M + V W Vᵀ)⁻¹ = M⁻¹ − Z (W⁻¹ + VᵀZ)⁻¹ Zᵀ,   Z = M⁻¹V,
-
-    so a factor serves a matrix a few rank-one terms away from its own for two extra
-    products with ``(n, k)`` blocks per solve. ``k`` is a fixed number of slots (shapes are
-    static under ``jit``); a free slot has a zero column in V and 1 in W⁻¹.
-
-    Attributes:
-        base: the Cholesky factor of M.
-        V: ``(n, k)`` the update's directions.
-        Z: ``(n, k)`` M⁻¹V.
-        inverse_capacitance: ``(k, k)`` (W⁻¹ + VᵀZ)⁻¹.
-    """
-
-    base: Cholesky
-    V: jax.Array
-    Z: jax.Array
-    inverse_capacitance: jax.Array
-
-    @classmethod
-    def unchanged(cls, base: Cholesky, slots: int) -> "UpdatedCholesky":
-        """M itself, with ``slots`` free slots."""
-        n, dtype = base.order, base.dtype
-        zeros = jnp.zeros((n, slots), dtype)
-        return cls(base, zeros, zeros, jnp.eye(slots, dtype=dtype))
-
-    @classmethod
-    def update(cls, base: Cholesky, V: jax.Array, w_inverse: jax.Array) -> "UpdatedCholesky":
-        """M + V diag(1 / w_inverse) Vᵀ (``w_inverse`` 1 and V's column 0 on a free slot)."""
-        Z = base.solve(V)
-        capacitance = jnp.diag(w_inverse) + transpose_times(V, Z)
-        return cls(base, V, Z, jnp.linalg.inv(capacitance))
-
-    def solve(self, rhs: jax.Array) -> jax.Array:
-        y = self.base.solve(rhs)
-        return y - self.Z @ (self.inverse_capacitance @ transpose_times(self.V, y))
 
 
 def assemble(P: Operator, d: jax.Array, A: Operator, w_A: jax.Array, G: Operator, w_G: jax.Array) -> jax.Array:

@@ -5,7 +5,7 @@ under another name next to the working tree's package, so both run in one proces
 the same data, timed interleaved (best of ``--repeats``): a machine's slow phase hits both.
 Each case also reports the largest difference between the two versions' outputs.
 
-Cases: Tiny (n 1500) solve + gradient of all six leaves; 512 QPs of n 50 under
+Cases: Tiny (n 1500) and Small (n 3000) solve + gradient of all six leaves; 512 QPs of n 50 under
 ``vmap(grad)`` with P, A, G shared and with every leaf batched; the 150 degenerate QPs of
 ``benchmarks/batches.py`` under ``vmap(solve)``; solve + gradient with
 ``differentiation="altdiff"`` at n 300 (the loop carries every column); ``jacobians(wrt=("b",))``
@@ -68,6 +68,8 @@ def cases(ad):
 
     tiny = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp(1500, 500, 200).items()})
     g_tiny = jnp.asarray(harness.loss_vector(1500))
+    paper_small = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp(3000, 1000, 500).items()})
+    g_paper_small = jnp.asarray(harness.loss_vector(3000))
     mid = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp(300, 150, 60).items()})
     g_mid = jnp.asarray(harness.loss_vector(300))
     altdiff = ad.Options(differentiation="altdiff", tol=1e-6)
@@ -78,6 +80,7 @@ def cases(ad):
     degenerate = stacked(ad, degenerate_problems())
     return {
         "Tiny solve + all-six gradient": (jax.jit(jax.value_and_grad(loss)), (tiny, g_tiny)),
+        "Small solve + all-six gradient": (jax.jit(jax.value_and_grad(loss)), (paper_small, g_paper_small)),
         "512 x n 50 vmap(grad), P, A, G shared": (
             jax.jit(jax.vmap(jax.grad(loss), in_axes=(shared, None))),
             (stacked(ad, small, shared=("P", "A", "G")), g_small)),
