@@ -162,8 +162,9 @@ def _normal_solve(constraints: Constraints, solve_normal, a, a_B, delta, r: KKTV
 
 
 class ReusableFactor(NamedTuple):
-    """The factor of K_δ on one active set (the base: rows ``a``, bounds ``a_B``) and the
-    Woodbury terms by which it solves K_δ on a set a few inequality rows away
+    """The Cholesky factor of the normal matrix on one active set (the base: rows ``a``,
+    bounds ``a_B``) and the Woodbury terms by which it solves K_δ on a set a few inequality
+    rows away
     (:meth:`ReducedKKT.nearby`, at most ``REUSED_CHANGES`` rows).
 
     A row i joining the set changes K_δ by ĝ_i e_iᵀ + e_i ĝ_iᵀ + (1 − δ) e_i e_iᵀ (ĝ_i: row i
@@ -224,9 +225,9 @@ class ReusableFactor(NamedTuple):
         corner = jnp.where(used, -sign * (1.0 - delta), 1.0)
         S_inverse = jnp.block([[jnp.diag(corner), jnp.diag(jnp.where(used, sign, 0.0))],
                                [jnp.diag(jnp.where(used, sign, 0.0)), jnp.diag(jnp.where(used, 0.0, 1.0))]])
-        capacitance = S_inverse + jnp.concatenate(
-            [transpose_times(G_rows, Z.x), transpose_times(selector, Z.ineq)], axis=0)
-        return self._replace(G_rows=G_rows, selector=selector, Z=Z, inverse_capacitance=jnp.linalg.inv(capacitance))
+        update = self._replace(G_rows=G_rows, selector=selector, Z=Z)
+        capacitance = S_inverse + update._u_transpose(Z)
+        return update._replace(inverse_capacitance=jnp.linalg.inv(capacitance))
 
     def solve_regularized(self, constraints: Constraints, delta, r: KKTVector) -> KKTVector:
         """K_δ⁻¹ r on the updated set."""
@@ -263,7 +264,8 @@ class ReducedKKT(NamedTuple):
         a: ``(m,)`` 1.0 on active inequalities.
         a_B: ``(nb,)`` 1.0 on active bounds.
         delta: ``()`` the regularisation δ.
-        factor: the factorisation of the normal matrix.
+        factor: how K_δ is solved: a factor of the normal matrix (Cholesky, or diagonal
+            plus rank one), a :class:`ReusableFactor`, or LU factors of K_δ itself.
     """
 
     H: Operator
