@@ -40,9 +40,10 @@ batch of 512 QPs with n 50 in ``benchmarks/results/batches.md``."""
 REUSABLE_FACTOR_SIZE = 400
 """Variables from which one dense float64 QP's polishing rounds update the last round's
 factor for a nearby active set (``_polish``) instead of factoring anew: below it a fresh
-factorisation costs about a millisecond or less, and the update's code adds up to a quarter
-to the compile time; at n 1500 the update saves a fifth of the run (measured at n 100–700,
-where these problems never used it, and 1500: ``benchmarks/results/reusable_factor.md``)."""
+factorisation costs about a millisecond or less, and the update's code adds about a second
+(a third at n 100) to the compile time; at the paper's Tiny size (n 1500) the update saves
+a fifth of the run, at n 3000 an eighth (measured at n 100–700, where these problems never
+used it, 1500 and 3000: ``benchmarks/results/reusable_factor.md``)."""
 
 EXPLICIT_INVERSE_COLUMNS = 16
 """Carried Jacobian columns from which one problem's x-update keeps H(ρ)⁻¹ explicitly

@@ -13,9 +13,11 @@ cvxpylayers (its set-up, the canonicalisation, is its first-call cost; it has no
 ``--cache`` adds altdiff_jax in a process whose persistent compilation cache a previous
 process filled. ``--closed-over`` adds altdiff_jax with P, A, G (and b, h) closed over as constants rather than
 passed, next to the same problem passed as arguments: a vmapped batch of 16 QPs at n 729 and
-one QP at n 3000.
+one QP at n 3000. ``--fast-compile`` adds altdiff_jax jitted with XLA's backend optimisation
+level 0 (``jax.jit(..., compiler_options={"xla_backend_optimization_level": 0})``): less
+code generation for a slower program, a choice for exploring in a notebook.
 
-    python benchmarks/first_call.py [--cases qp20 qp100 ...] [--rounds 2] [--cache] [--closed-over]
+    python benchmarks/first_call.py [--cases qp20 qp100 ...] [--rounds 2] [--cache] [--closed-over] [--fast-compile]
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ sys.path.insert(0, str(HERE))
 QP_SIZES = {"qp20": 20, "qp100": 100, "qp500": 500, "tiny": 1500}
 LAYER_CASES = {"sparsemax1000": ("constrained_sparsemax", 1000), "softmax1000": ("constrained_softmax", 1000)}
 QP_CONTENDERS = ["altdiff_jax", "qpax", "jaxopt", "cvxpylayers"]
+FAST_COMPILE = {"xla_backend_optimization_level": 0}  # the compiler options of --fast-compile
 LAYER_CONTENDERS = ["altdiff_jax", "cvxpylayers"]
 
 
@@ -69,9 +72,9 @@ def _qp_function(contender: str):
     return loss
 
 
-def _jax_first_and_second(loss, first_args, second_args) -> dict:
+def _jax_first_and_second(loss, first_args, second_args, compiler_options=None) -> dict:
     import jax
-    f = jax.jit(jax.value_and_grad(loss))
+    f = jax.jit(jax.value_and_grad(loss), compiler_options=compiler_options)
     start = time.perf_counter()
     jax.block_until_ready(f(*first_args))
     first = time.perf_counter() - start
@@ -80,7 +83,7 @@ def _jax_first_and_second(loss, first_args, second_args) -> dict:
     return {"first": first, "second": time.perf_counter() - start}
 
 
-def child_qp(contender: str, n: int) -> dict:
+def child_qp(contender: str, n: int, compiler_options=None) -> dict:
     import jax
     jax.config.update("jax_enable_x64", True)
     import numpy as np
@@ -91,7 +94,7 @@ def child_qp(contender: str, n: int) -> dict:
     import jax.numpy as jnp
     loss = _qp_function(contender)
     args = [({k: jnp.asarray(v) for k, v in problem.items()}, jnp.asarray(g)) for problem in problems]
-    return _jax_first_and_second(loss, *args)
+    return _jax_first_and_second(loss, *args, compiler_options=compiler_options)
 
 
 def _cvxpylayers_first_and_second(build, loss, first_args, second_args) -> dict:
@@ -200,6 +203,41 @@ def run_child(args: list[str], cache: Optional[str] = None) -> dict:
     return json.loads(lines[-1])
 
 
+def _contender_jobs(cases: list[str], only: Optional[list[str]]) -> list[tuple]:
+    """(case, contender, child arguments) of each contender on each case."""
+    jobs = []
+    for case in cases:
+        contenders = QP_CONTENDERS if case in QP_SIZES else LAYER_CONTENDERS
+        if case == "tiny":  # cvxpylayers runs out of memory there, jaxopt's OSQP takes minutes a call
+            contenders = ["altdiff_jax", "qpax"]
+        for contender in only or contenders:
+            if contender not in contenders:
+                continue
+            child = (["qp", contender, str(QP_SIZES[case])] if case in QP_SIZES
+                     else ["layer", contender, *map(str, LAYER_CASES[case])])
+            jobs.append((case, contender, child))
+    return jobs
+
+
+def _jobs(args, cache_dir: Optional[str]) -> list[tuple]:
+    """Every measurement the options ask for; with ``--cache``, fills the cache first."""
+    jobs = _contender_jobs(args.cases, args.contenders)
+    qp_cases = [case for case in args.cases if case in QP_SIZES]
+    if args.fast_compile:
+        jobs += [(case, "altdiff_jax, XLA backend optimisation level 0",
+                  ["qp", "altdiff_jax", str(QP_SIZES[case]), "fast"]) for case in qp_cases]
+    if args.closed_over:
+        jobs += [(case, f"altdiff_jax, matrices {how}", ["closed", how.split()[0], case])
+                 for case in ("batch729", "single3000") for how in ("arguments", "closed over")]
+    for case in qp_cases if args.cache else []:
+        child = ["qp", "altdiff_jax", str(QP_SIZES[case])]
+        filled = run_child(child, cache_dir)  # fills the cache
+        if "error" in filled:
+            raise RuntimeError(f"filling the compilation cache failed: {filled['error']}")
+        jobs.append((case, "altdiff_jax, warm persistent cache", child))
+    return jobs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", nargs="+")
@@ -207,6 +245,8 @@ def main() -> None:
     parser.add_argument("--contenders", nargs="+")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--closed-over", action="store_true")
+    parser.add_argument("--fast-compile", action="store_true",
+                        help="add altdiff_jax compiled at XLA's backend optimisation level 0")
     parser.add_argument("--cache", action="store_true",
                         help="add altdiff_jax with a warm persistent compilation cache (a second process)")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "first_call.md")
@@ -214,37 +254,15 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         if kind == "qp":
-            print(json.dumps(child_qp(rest[0], int(rest[1]))))
+            print(json.dumps(child_qp(rest[0], int(rest[1]), FAST_COMPILE if rest[2:] == ["fast"] else None)))
         elif kind == "layer":
             print(json.dumps(child_layer(rest[0], rest[1], int(rest[2]))))
         else:
             print(json.dumps(child_closed_over(rest[0], rest[1])))
         return
     import harness
-    jobs = []
-    for case in args.cases:
-        contenders = QP_CONTENDERS if case in QP_SIZES else LAYER_CONTENDERS
-        if case == "tiny":  # cvxpylayers runs out of memory there, jaxopt's OSQP takes minutes a call
-            contenders = ["altdiff_jax", "qpax"]
-        for contender in args.contenders or contenders:
-            if contender not in contenders:
-                continue
-            child = (["qp", contender, str(QP_SIZES[case])] if case in QP_SIZES
-                     else ["layer", contender, *map(str, LAYER_CASES[case])])
-            jobs.append((case, contender, child))
-    if args.closed_over:
-        for case in ("batch729", "single3000"):
-            for how in ("arguments", "closed over"):
-                jobs.append((case, f"altdiff_jax, matrices {how}", ["closed", how.split()[0], case]))
     cache_dir = tempfile.mkdtemp(prefix="altdiff_cache_") if args.cache else None
-    if args.cache:
-        for case in args.cases:
-            if case in QP_SIZES:
-                child = ["qp", "altdiff_jax", str(QP_SIZES[case])]
-                filled = run_child(child, cache_dir)  # fills the cache
-                if "error" in filled:
-                    raise RuntimeError(f"filling the compilation cache failed: {filled['error']}")
-                jobs.append((case, "altdiff_jax, warm persistent cache", child))
+    jobs = _jobs(args, cache_dir)
     best: dict = {}
     for round_ in range(args.rounds):
         for case, contender, child in (jobs if round_ % 2 == 0 else jobs[::-1]):
