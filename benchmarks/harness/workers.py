@@ -85,7 +85,14 @@ def _serve(connection, memory_cap: float) -> None:
         elif command == "release":
             prepared = None
             gc.collect()
-            connection.send("released")
+            connection.send(_peak_resident_bytes())
+
+
+def _peak_resident_bytes() -> int:
+    """The highest resident memory of this process so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class Worker:
@@ -282,10 +289,13 @@ def _time_group(group, measurements, repeats, budget_s, once_s, log) -> None:
     timings = interleaved(calls, repeats, once_s, timed=True)
     for (label, what), timing in timings.items():
         setattr(measurements[label], what, timing)
-    for _, worker in group:
+    for item, worker in group:
         if worker.alive():
             try:
-                worker.ask("release", None, 60.0)
+                peak = worker.ask("release", None, 60.0)
+                measurements[item.label].notes.append(
+                    f"peak resident memory of its process {peak / 2**30:.1f} GiB (highest so far: the process "
+                    "may have hosted smaller problems before)")
             except (TimeoutError, EOFError, OSError):
                 pass
         worker.busy = False
