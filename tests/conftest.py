@@ -16,6 +16,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # XLA_FLAGS already set, even empty (`XLA_FLAGS= python -m pytest`), is kept instead.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
+# A script run in its own process by test_sharding.py: importing it (as --doctest-modules
+# would) sets 8 simulated devices in XLA_FLAGS for this process and every child it starts.
+collect_ignore = ["sharding_checks.py"]
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -62,6 +62,7 @@ def _serve(connection, memory_cap: float) -> None:
         if command == "prepare":
             prepared = None
             gc.collect()
+            _reset_peak_resident()
             item, path = argument
             try:
                 with np.load(path) as data:
@@ -88,11 +89,29 @@ def _serve(connection, memory_cap: float) -> None:
             connection.send(_peak_resident_bytes())
 
 
-def _peak_resident_bytes() -> int:
-    """The highest resident memory of this process so far (Linux reports KiB)."""
-    import resource
+def _reset_peak_resident() -> None:
+    """Start this process's resident-memory high-water mark again (Linux; elsewhere the
+    mark keeps the process's whole life)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        pass
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+def _peak_resident_bytes() -> int:
+    """The highest resident memory of this process since :func:`_reset_peak_resident`."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 class Worker:
@@ -294,8 +313,7 @@ def _time_group(group, measurements, repeats, budget_s, once_s, log) -> None:
             try:
                 peak = worker.ask("release", None, 60.0)
                 measurements[item.label].notes.append(
-                    f"peak resident memory of its process {peak / 2**30:.1f} GiB (highest so far: the process "
-                    "may have hosted smaller problems before)")
+                    f"peak resident memory of its process while it hosted this contender {peak / 2**30:.1f} GiB")
             except (TimeoutError, EOFError, OSError):
                 pass
         worker.busy = False
