@@ -164,8 +164,7 @@ def _normal_solve(constraints: Constraints, solve_normal, a, a_B, delta, r: KKTV
 class ReusableFactor(NamedTuple):
     """The Cholesky factor of the normal matrix on one active set (the base: rows ``a``,
     bounds ``a_B``) and the Woodbury terms by which it solves K_δ on a set a few inequality
-    rows away
-    (:meth:`ReducedKKT.nearby`, at most ``REUSED_CHANGES`` rows).
+    rows away (:meth:`ReducedKKT.nearby`, at most ``REUSED_CHANGES`` rows).
 
     A row i joining the set changes K_δ by ĝ_i e_iᵀ + e_i ĝ_iᵀ + (1 − δ) e_i e_iᵀ (ĝ_i: row i
     of G in the x block, e_i: its multiplier's entry); one leaving, by the negative. With

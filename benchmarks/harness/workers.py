@@ -10,6 +10,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import sys
 import tempfile
 import time
 import traceback
@@ -109,7 +110,6 @@ def _peak_resident_bytes() -> int:
     except OSError:
         pass
     import resource
-    import sys
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
