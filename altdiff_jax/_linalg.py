@@ -41,13 +41,14 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 # Every choice that depends on where the program runs is made here, at trace time:
 #
 # * ``on_cpu``: XLA's CPU backend, whose Cholesky and triangular solves are LAPACK calls
-#   (OpenBLAS, one thread each), or another backend (GPU, TPU);
+#   (OpenBLAS: a triangular solve with one vector runs on one thread), or another
+#   backend (GPU, TPU);
 # * ``column_major``: on CPU, factors pinned column-major, LAPACK's layout, by the
 #   experimental ``jax.experimental.layout.with_layout_constraint`` where this JAX has it
 #   (``LAYOUT_CONSTRAINTS``); elsewhere, or without it, XLA picks the layouts;
-# * ``factors_by_blocks``: on CPU, large factors computed and solved by column blocks
-#   (their matrix products run on every core where LAPACK runs on one); elsewhere the
-#   whole-matrix factor and triangular solves;
+# * ``factors_by_blocks``: on CPU, large factors solved by column blocks (their matrix
+#   products run on every core where LAPACK's triangular solve runs on one); elsewhere
+#   the whole-matrix triangular solves;
 # * ``_cholesky``: on CPU the Cholesky primitive itself (no zeroing of the upper
 #   triangle); elsewhere ``jax.lax.linalg.cholesky``.
 #
@@ -72,7 +73,7 @@ def on_cpu() -> bool:
 
 
 def factors_by_blocks(n: int) -> bool:
-    """Whether :class:`Cholesky` factors and solves an order-``n`` matrix by column blocks:
+    """Whether :class:`Cholesky` keeps and solves an order-``n`` factor by column blocks:
     from ``BLOCKED_SOLVE_FROM`` on, on CPU (``benchmarks/results/blocked_cholesky.md``)."""
     return n >= BLOCKED_SOLVE_FROM and on_cpu()
 
@@ -373,8 +374,8 @@ compile time, which grows with the block count while run time stays within noise
 measurement is in the history of this constant: ``git log -S MAX_SOLVE_BLOCKS``)."""
 
 BLOCKED_SOLVE_FROM = 384
-"""Order from which :class:`Cholesky` factors and solves by blocks (below it, LAPACK's
-Cholesky and triangular solves of the whole matrix, as fast)."""
+"""Order from which :class:`Cholesky` solves by blocks (below it, LAPACK's triangular solves
+with the whole factor, as fast)."""
 
 
 def _block_edges(n: int) -> list[tuple[int, int]]:
@@ -386,19 +387,17 @@ def _block_edges(n: int) -> list[tuple[int, int]]:
 class Cholesky(NamedTuple):
     """A dense symmetric positive definite matrix by its lower Cholesky factor.
 
-    On CPU from order ``BLOCKED_SOLVE_FROM`` (``factors_by_blocks``) the factor is computed
-    and kept by column blocks (``_block_edges``; ``diagonal``: the triangular blocks L_kk,
-    ``panels``: the blocks below them). Factoring is left-looking: one matrix product per
-    block brings its column up to date, then a small Cholesky gives L_kk and a triangular
-    solve the panel.
-    A solve runs block by block: a small triangular solve with L_kk, then one
-    matrix–vector product with the panel for all the rows below it (forward; the
-    transposed products backward). The arithmetic is that of LAPACK's blocked
-    algorithms, but almost all of it is in the products, which XLA runs on both cores,
-    where LAPACK's Cholesky and triangular solves run on one thread
-    (``OPENBLAS_NUM_THREADS``, ``benchmarks/speed.py``): a factorisation and 36 solves
-    at n 1500 take about 0.6× the time of the whole-matrix calls, with errors of the same
-    order (``benchmarks/results/blocked_cholesky.md``).
+    The factor is LAPACK's (or the backend's) Cholesky of the whole matrix. On CPU from
+    order ``BLOCKED_SOLVE_FROM`` (``factors_by_blocks``) it is then kept by column blocks
+    (``_block_edges``; ``diagonal``: the triangular blocks L_kk, ``panels``: the blocks below
+    them), for the solves: a solve runs block by block, a small triangular solve with L_kk
+    then one matrix–vector product with the panel for all the rows below it (forward;
+    the transposed products backward). XLA runs those products on every core, where a
+    triangular solve with the whole factor is one LAPACK call on one thread. Under the
+    default threading, a factorisation and 36 solves at n 1000–3000 take 0.7–0.85× the
+    time of the whole-matrix calls, and factoring by blocks as well (left-looking, one
+    matrix product per block) is slower than LAPACK's multithreaded Cholesky
+    (``benchmarks/results/blocked_cholesky.md``).
 
     Attributes:
         L: ``(n, n)`` the factor (lower triangle; the strict upper one is not read), or
@@ -413,31 +412,18 @@ class Cholesky(NamedTuple):
 
     @classmethod
     def factor(cls, matrix: jax.Array) -> "Cholesky":
-        """By blocks where ``factors_by_blocks`` says so (:meth:`by_blocks`: on CPU from order
-        ``BLOCKED_SOLVE_FROM``), whole otherwise."""
-        return cls.by_blocks(matrix) if factors_by_blocks(matrix.shape[-1]) else cls(_cholesky(matrix))
+        """Kept by blocks where ``factors_by_blocks`` says so (on CPU from order
+        ``BLOCKED_SOLVE_FROM``; :meth:`by_blocks`), whole otherwise."""
+        L = _cholesky(matrix)
+        return cls.by_blocks(L) if factors_by_blocks(matrix.shape[-1]) else cls(L)
 
     @classmethod
-    def by_blocks(cls, matrix: jax.Array) -> "Cholesky":
-        """The factor kept by the column blocks of ``_block_edges``, at any order."""
-        # Left-looking by column blocks: block column k of the factor is
-        #   [L_kk; panel_k] = [M_kk; M_below,k] − L[s_k:, :s_k] L[s_k:e_k, :s_k]ᵀ, factored as
-        #   L_kk = chol(its top block), panel_k = (its rows below) L_kk⁻ᵀ,
-        # so almost every flop is in one matrix product per block (XLA's, multithreaded)
-        # where LAPACK's Cholesky of the whole matrix runs on one thread.
-        n = matrix.shape[-1]
-        edges = _block_edges(n)
-        diagonal, panels = [], []
-        for k, (s, e) in enumerate(edges):
-            column = matrix[s:e, s:].T  # = matrix[s:, s:e] (symmetric): a row slab, contiguous
-            if k:
-                left = jnp.concatenate([panels[j][s - edges[j][1]:] for j in range(k)], axis=1)
-                column = column - left @ left[: e - s].T
-            diagonal.append(_cholesky(column[: e - s]))
-            if e < n:
-                panels.append(jax.lax.linalg.triangular_solve(
-                    diagonal[-1], column[e - s:], left_side=False, lower=True, transpose_a=True))
-        return cls(None, tuple(diagonal), tuple(map(column_major, panels)))
+    def by_blocks(cls, L: jax.Array) -> "Cholesky":
+        """The factor ``L`` kept by the column blocks of ``_block_edges``, at any order."""
+        edges = _block_edges(L.shape[-1])
+        diagonal = tuple(column_major(L[..., s:e, s:e]) for s, e in edges)
+        panels = tuple(column_major(L[..., e:, s:e]) for s, e in edges[:-1])
+        return cls(None, diagonal, panels)
 
     @property
     def order(self) -> int:

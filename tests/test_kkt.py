@@ -325,12 +325,12 @@ _LARGE = 600  # three blocks: 256, 256, 88 (``_linalg._block_edges``)
 
 
 @cpu_only
-def test_a_large_cholesky_factor_is_computed_and_solved_by_blocks():
-    """On CPU from ``BLOCKED_SOLVE_FROM`` on, ``Cholesky`` factors left-looking by column
+def test_a_large_cholesky_factor_is_kept_and_solved_by_blocks():
+    """On CPU from ``BLOCKED_SOLVE_FROM`` on, ``Cholesky`` keeps LAPACK's factor by column
     blocks and solves block by block (``benchmarks/results/blocked_cholesky.md``). Its
     solves match NumPy's to round-off for one and several right-hand sides, alone and under
     vmap, in float64 and float32; a matrix that is not positive definite gives NaN, not a
-    wrong number. (Other backends factor the whole matrix: ``tests/test_linalg_fallback.py``.)"""
+    wrong number. (Other backends solve with the whole factor: ``tests/test_linalg_fallback.py``.)"""
     assert _linalg.BLOCKED_SOLVE_FROM <= _LARGE
     assert [e - s for s, e in _linalg._block_edges(_LARGE)] == [256, 256, 88]
     H = np.stack([_spd(_LARGE, 1e6, 0), _spd(_LARGE, 1e3, 1)])
