@@ -46,7 +46,7 @@ from ._batching import computed_where
 from ._iterate import Iterate, Seeds, largest_relative_change
 from ._jacobian import ActiveSet, active_set
 from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, factor_system, structured,
-                      transpose_times)
+                      symmetric_transpose_times, transpose_times)
 from ._xupdate import bound_diagonal
 from ._problem import Constraints
 
@@ -115,7 +115,7 @@ def _gathered_normal_matrix(H: Operator, diagonal: jax.Array, constraints: Const
         rows = jnp.nonzero(rows_mask, size=half, fill_value=0)[0]
         used = jnp.arange(half) < jnp.sum(rows_mask)
         block = jnp.where(used[:, None], G[rows], 0.0)
-        return transpose_times(block, block)
+        return symmetric_transpose_times(block, block)
 
     active = a > 0
     f = bound_diagonal(constraints)
