@@ -407,14 +407,18 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
 
     reusable = polished_system is not None and isinstance(polished_system.factor, ReusableFactor)
 
-    def factored(z):
-        active = solution_active_set(constraints, z, rho, tol)
-        return active, ReducedKKT.build(H, constraints, active, reusable).factor
+    def factored(z, H, A, G):
+        # H, A and G come in as operands: closed over, their products (AᵀA/δ) would be
+        # invariant in computed_where's loop, and XLA would hoist them out to run always.
+        given = constraints._replace(A=A, G=G)
+        active = solution_active_set(given, z, rho, tol)
+        return active, ReducedKKT.build(H, given, active, reusable).factor
 
+    operands = (z, H, constraints.A, constraints.G)
     if polished_system is None or not objective.quadratic:
-        active, factor = factored(z)
+        active, factor = factored(*operands)
     else:
-        active, factor = computed_where(~polished, factored, (z,), tuple(polished_system))
+        active, factor = computed_where(~polished, factored, operands, tuple(polished_system))
     return active, ReducedKKT.with_factor(H, constraints, active, factor)
 
 

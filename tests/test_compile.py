@@ -44,6 +44,15 @@ def test_closed_over_matrices_are_not_constant_folded():
         np.testing.assert_allclose(c, a, rtol=1e-10, atol=1e-12)
 
 
+def _compiled_solve_and_gradient(n: int, m: int, p: int) -> str:
+    """The optimised HLO text of jit(grad) of a dense float64 QP's solve."""
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((n, n))
+    problem = ad.QP(*(jnp.asarray(x) for x in (M.T @ M, rng.standard_normal(n), rng.standard_normal((p, n)),
+                                                rng.standard_normal(p), rng.standard_normal((m, n)), np.ones(m))))
+    return jax.jit(jax.grad(lambda problem: ad.solve(problem).x.sum())).lower(problem).compile().as_text()
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="counts the CPU compiler's LAPACK calls")
 def test_each_factorisation_is_compiled_once():
     # One dense float64 QP below _solve.REUSABLE_FACTOR_SIZE: the compiled solve + gradient
@@ -52,11 +61,24 @@ def test_each_factorisation_is_compiled_once():
     # for an unpolished solution; and no LU (the Woodbury update's capacitance, compiled only
     # from that size on).
     n, m, p = 30, 12, 6
-    rng = np.random.default_rng(0)
-    M = rng.standard_normal((n, n))
-    problem = ad.QP(*(jnp.asarray(x) for x in (M.T @ M, rng.standard_normal(n), rng.standard_normal((p, n)),
-                                                rng.standard_normal(p), rng.standard_normal((m, n)), np.ones(m))))
-    text = jax.jit(jax.grad(lambda problem: ad.solve(problem).x.sum())).lower(problem).compile().as_text()
+    text = _compiled_solve_and_gradient(n, m, p)
     calls = collections.Counter(re.findall(r'custom_call_target="([^"]+)"', text))
     assert sum(v for k, v in calls.items() if "potrf" in k) == 4, calls
     assert not any("getrf" in k for k in calls), calls
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="reads the CPU compiler's optimised HLO text")
+def test_the_pullbacks_unpolished_factorisation_runs_only_inside_its_loop():
+    # The pullback factors the KKT system itself only for an unpolished solution, inside a
+    # loop that runs at most once (_batching.computed_where). Its normal matrix
+    # H + δI + AᵀA/δ + … depends on nothing that loop changes unless H and A enter as its
+    # operands: closed over, XLA hoisted it out of the loop into the program's entry, where
+    # it ran on every call (an n × n sum here; at n 3000 also the Gram matrix AᵀA, 5% of
+    # the paper's Small solve). No n × n work of that loop may sit in the entry.
+    n, m, p = 40, 20, 10
+    text = _compiled_solve_and_gradient(n, m, p)
+    entry = text[text.index("\nENTRY "):]
+    entry = entry[:entry.index("\n}")]
+    square = rf"= f64\[{n},{n}\]\S* [a-z-]+\([^\n]*op_name=\"[^\"]*transpose\(jvp\(\)\)/while/body/"
+    assert not re.findall(square, entry)
+    assert re.findall(square, text)  # compiled, inside the loop
