@@ -90,14 +90,15 @@ def transpose_times(matrix: jax.Array, y: jax.Array) -> jax.Array:
     return jax.lax.dot_general(matrix, y, (((0,), (0,)), ((), ())))
 
 
-GRAM_SLABS = 6
+GRAM_SLABS = 4
 """Row slabs a large symmetric product is computed by (:func:`symmetric_transpose_times`):
-0.65–0.75× the time of the whole product at n 1500–5000, within noise of 3–8 slabs
-(``benchmarks/results/gram_slabs.md``)."""
+0.65–0.72× the time of the whole product at n 1500–5000, within noise of 3–8 slabs; fewer
+slabs are fewer operations to compile (``benchmarks/results/gram_slabs.md``)."""
 
-GRAM_SLABS_FROM = 384
-"""Order from which :func:`symmetric_transpose_times` computes by slabs (as
-``BLOCKED_SOLVE_FROM``: below it the whole product is as fast)."""
+GRAM_SLABS_FROM = 2000
+"""Order from which :func:`symmetric_transpose_times` computes by slabs: the slabs add about
+half a second to the first call's compilation at n 1500 and 3000, which saves 12 ms per call
+at n 1500 and 90 ms at n 3000 (``benchmarks/results/gram_slabs.md``)."""
 
 
 def symmetric_transpose_times(matrix: jax.Array, weighted: jax.Array) -> jax.Array:

@@ -290,11 +290,11 @@ def _small_spd_batch():
     return M @ np.swapaxes(M, 1, 2) + 6 * np.eye(6), rng.standard_normal((3, 6))
 
 
-@pytest.mark.parametrize("n", [_linalg.GRAM_SLABS_FROM - 1, 500])
+@pytest.mark.parametrize("n", [_linalg.GRAM_SLABS_FROM - 1, _linalg.GRAM_SLABS_FROM + 5])
 def test_a_weighted_gram_matrix_by_slabs_equals_the_whole_product(n):
     """From ``GRAM_SLABS_FROM`` on, a Gram matrix Mᵀ diag(w) M is multiplied by row slabs on
-    and above the diagonal and transposed into the rest (n 500: six slabs of 84, the last
-    of 80). It equals the whole product to round-off, alone and under vmap; below the
+    and above the diagonal and transposed into the rest (n 2005: four slabs of 502, the
+    last of 499). It equals the whole product to round-off, alone and under vmap; below the
     threshold it is the whole product itself (one matrix product)."""
     rng = np.random.default_rng(4)
     M = rng.standard_normal((2, 70, n))

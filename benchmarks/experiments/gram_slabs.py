@@ -11,13 +11,23 @@ multiplies only the row slabs on and above the diagonal (s matrix products, abou
 (1 + 1/s)/2 of the flops) and transposes them into the rest; 1 slab is the whole product.
 Timed side by side, best of ``--repeats`` interleaved runs; the largest difference from the
 whole product is reported too.
+
+The slabs are more operations in the compiled program: ``--compile`` also times, in fresh
+processes (``--compile-rounds`` rounds, interleaved, best of each), tracing and compiling
+``jit(value_and_grad)`` of the whole solve + gradient of all six leaves at Tiny and Small
+with ``GRAM_SLABS`` slabs for every Gram matrix and with the whole product everywhere (the
+library's ``GRAM_SLABS_FROM`` set aside), and its first run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import pathlib
+import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -38,12 +48,12 @@ def _by_slabs(slabs: int):
     def gram(M):
         if slabs == 1:
             return _linalg.transpose_times(M, M)
-        default = _linalg.GRAM_SLABS
-        _linalg.GRAM_SLABS = slabs  # read at trace time
+        defaults = _linalg.GRAM_SLABS, _linalg.GRAM_SLABS_FROM
+        _linalg.GRAM_SLABS, _linalg.GRAM_SLABS_FROM = slabs, 0  # read at trace time; slabs at every size
         try:
             return _linalg.symmetric_transpose_times(M, M)
         finally:
-            _linalg.GRAM_SLABS = default
+            _linalg.GRAM_SLABS, _linalg.GRAM_SLABS_FROM = defaults
 
     return jax.jit(gram)
 
@@ -60,13 +70,56 @@ def case(name: str, slabs: list, repeats: int) -> list:
             f"{100 * max(t.spread for t in timings.values()):.0f}%", f"{difference:.1e}"]
 
 
+def compile_child(size: str, slabs: int) -> None:
+    """In a fresh process: trace, compile and first run of solve + gradient at ``size``,
+    printed as JSON."""
+    import altdiff_jax as ad
+
+    _linalg.GRAM_SLABS_FROM = sys.maxsize if slabs == 1 else 0  # the slabs at every size, or nowhere
+    if slabs > 1:
+        _linalg.GRAM_SLABS = slabs
+    n, rows = SIZES[size]
+    problem = harness.paper_qp(n, *{"Tiny": (500, 200), "Small": (1000, 500), "Medium": (2000, 1000)}[size])
+    qp = ad.QP(**{k: jnp.asarray(v) for k, v in problem.items()})
+    g = jnp.asarray(harness.loss_vector(n))
+    function = jax.jit(jax.value_and_grad(lambda qp, g: ad.solve(qp).x @ g))
+    start = time.perf_counter()
+    lowered = function.lower(qp, g)
+    traced = time.perf_counter()
+    compiled = lowered.compile()
+    done = time.perf_counter()
+    jax.block_until_ready(compiled(qp, g))
+    print(json.dumps({"trace": traced - start, "compile": done - traced, "run": time.perf_counter() - done}))
+
+
+def compile_rows(sizes: list, rounds: int) -> list:
+    designs = {f"{_linalg.GRAM_SLABS} slabs": _linalg.GRAM_SLABS, "whole products": 1}
+    best = {}
+    for _ in range(rounds):
+        for size in sizes:
+            for label, slabs in designs.items():
+                out = subprocess.run([sys.executable, __file__, "--child", size, str(slabs)], capture_output=True,
+                                     text=True, check=True, env={**os.environ, "JAX_ENABLE_X64": "1"})
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                key = (size, label)
+                best[key] = {k: min(v, best.get(key, result)[k]) for k, v in result.items()}
+    return [[size, label, f"{r['trace']:.2f}", f"{r['compile']:.2f}", f"{r['run']:.3f}"]
+            for (size, label), r in best.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slabs", type=int, nargs="+", default=[1, 3, 4, 6, 8])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=str(harness.RESULTS / "gram_slabs.md"))
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-rounds", type=int, default=2)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        jax.config.update("jax_enable_x64", True)
+        return compile_child(args.child[0], int(args.child[1]))
     slabs = sorted(set(args.slabs) | {1})
     rows = []
     for name in args.sizes:
@@ -77,6 +130,11 @@ def main() -> None:
     body = [harness.markdown_table(header, rows), "",
             f"`altdiff_jax._linalg`: {_linalg.GRAM_SLABS} slabs from n {_linalg.GRAM_SLABS_FROM}. Spread: the largest "
             "(worst − best) / best of the designs."]
+    if args.compile:
+        body += ["", "## The whole solve + gradient: trace, compile and first run, fresh processes", "",
+                 f"Best of {args.compile_rounds} interleaved rounds (seconds).", "",
+                 harness.markdown_table(["size", "Gram matrices", "trace", "compile", "first run"],
+                                        compile_rows(["Tiny", "Small"], args.compile_rounds))]
     harness.write_markdown(args.out, "A Gram matrix by row slabs against the whole product", harness.hardware_line(),
                            body)
 
