@@ -407,18 +407,20 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
 
     reusable = polished_system is not None and isinstance(polished_system.factor, ReusableFactor)
 
-    def factored(z, H, A, G):
-        # H, A and G come in as operands: closed over, their products (AᵀA/δ) would be
-        # invariant in computed_where's loop, and XLA would hoist them out to run always.
+    def factored(z):
+        # H, A and G pass the barrier with z: closed over as they are, their products
+        # (AᵀA/δ) would be invariant in computed_where's loop, and XLA would hoist them out
+        # to run on every call. (As operands of the loop, a batch sharing them would carry
+        # a copy per lane.)
+        (H_z, A, G), z = jax.lax.optimization_barrier(((H, constraints.A, constraints.G), z))
         given = constraints._replace(A=A, G=G)
         active = solution_active_set(given, z, rho, tol)
-        return active, ReducedKKT.build(H, given, active, reusable).factor
+        return active, ReducedKKT.build(H_z, given, active, reusable).factor
 
-    operands = (z, H, constraints.A, constraints.G)
     if polished_system is None or not objective.quadratic:
-        active, factor = factored(*operands)
+        active, factor = factored(z)
     else:
-        active, factor = computed_where(~polished, factored, operands, tuple(polished_system))
+        active, factor = computed_where(~polished, factored, (z,), tuple(polished_system))
     return active, ReducedKKT.with_factor(H, constraints, active, factor)
 
 

@@ -46,7 +46,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 # * ``column_major``: on CPU, factors pinned column-major, LAPACK's layout, by the
 #   experimental ``jax.experimental.layout.with_layout_constraint`` where this JAX has it
 #   (``LAYOUT_CONSTRAINTS``); elsewhere, or without it, XLA picks the layouts;
-# * ``factors_by_blocks``: on CPU, large factors solved by column blocks (their matrix
+# * ``solves_by_blocks``: on CPU, large factors solved by column blocks (their matrix
 #   products run on every core where LAPACK's triangular solve runs on one); elsewhere
 #   the whole-matrix triangular solves;
 # * ``_cholesky``: on CPU the Cholesky primitive itself (no zeroing of the upper
@@ -72,7 +72,7 @@ def on_cpu() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def factors_by_blocks(n: int) -> bool:
+def solves_by_blocks(n: int) -> bool:
     """Whether :class:`Cholesky` keeps and solves an order-``n`` factor by column blocks:
     from ``BLOCKED_SOLVE_FROM`` on, on CPU (``benchmarks/results/blocked_cholesky.md``)."""
     return n >= BLOCKED_SOLVE_FROM and on_cpu()
@@ -96,9 +96,9 @@ GRAM_SLABS = 4
 slabs are fewer operations to compile (``benchmarks/results/gram_slabs.md``)."""
 
 GRAM_SLABS_FROM = 2000
-"""Order from which :func:`symmetric_transpose_times` computes by slabs: the slabs add about
-half a second to the first call's compilation at n 1500 and 3000, which saves 12 ms per call
-at n 1500 and 90 ms at n 3000 (``benchmarks/results/gram_slabs.md``)."""
+"""Order from which :func:`symmetric_transpose_times` computes by slabs: the slabs lengthen the
+first call's compilation by about a tenth, which the run time they save pays back within a
+few calls at n 3000 but only after dozens at n 1500 (``benchmarks/results/gram_slabs.md``)."""
 
 
 def symmetric_transpose_times(matrix: jax.Array, weighted: jax.Array) -> jax.Array:
@@ -116,11 +116,11 @@ def symmetric_transpose_times(matrix: jax.Array, weighted: jax.Array) -> jax.Arr
     starts = list(range(0, n, width))
     left, right = matrix.T, weighted.T  # (n, rows): each slab's rows contiguous
     upper = [left[s:s + width] @ right[s:].T for s in starts]  # slab i: columns from s_i on
-    rows = []
+    slabs = []
     for i, s in enumerate(starts):
         below_diagonal = [upper[j][:, s - starts[j]:s - starts[j] + width].T for j in range(i)]
-        rows.append(jnp.concatenate([*below_diagonal, upper[i]], axis=1))
-    return jnp.concatenate(rows, axis=0)
+        slabs.append(jnp.concatenate([*below_diagonal, upper[i]], axis=1))
+    return jnp.concatenate(slabs, axis=0)
 
 
 def _columns(vector: jax.Array, like: jax.Array) -> jax.Array:
@@ -421,16 +421,16 @@ class Cholesky(NamedTuple):
     """A dense symmetric positive definite matrix by its lower Cholesky factor.
 
     The factor is LAPACK's (or the backend's) Cholesky of the whole matrix. On CPU from
-    order ``BLOCKED_SOLVE_FROM`` (``factors_by_blocks``) it is then kept by column blocks
+    order ``BLOCKED_SOLVE_FROM`` (``solves_by_blocks``) it is then kept by column blocks
     (``_block_edges``; ``diagonal``: the triangular blocks L_kk, ``panels``: the blocks below
     them), for the solves: a solve runs block by block, a small triangular solve with L_kk
     then one matrix–vector product with the panel for all the rows below it (forward;
     the transposed products backward). XLA runs those products on every core, where a
-    triangular solve with the whole factor is one LAPACK call on one thread. Under the
-    default threading, a factorisation and 36 solves at n 1000–3000 take 0.7–0.85× the
-    time of the whole-matrix calls, and factoring by blocks as well (left-looking, one
-    matrix product per block) is slower than LAPACK's multithreaded Cholesky
-    (``benchmarks/results/blocked_cholesky.md``).
+    triangular solve with the whole factor and one right-hand side is one LAPACK call on
+    one thread. Under the default threading, a factorisation and 36 solves at n 1000–3000
+    take 0.65–0.8× the time of the whole-matrix calls, and factoring by blocks as well
+    (left-looking, one matrix product per block) is slower than LAPACK's multithreaded
+    Cholesky (``benchmarks/results/blocked_cholesky.md``).
 
     Attributes:
         L: ``(n, n)`` the factor (lower triangle; the strict upper one is not read), or
@@ -445,10 +445,10 @@ class Cholesky(NamedTuple):
 
     @classmethod
     def factor(cls, matrix: jax.Array) -> "Cholesky":
-        """Kept by blocks where ``factors_by_blocks`` says so (on CPU from order
+        """Kept by blocks where ``solves_by_blocks`` says so (on CPU from order
         ``BLOCKED_SOLVE_FROM``; :meth:`by_blocks`), whole otherwise."""
         L = _cholesky(matrix)
-        return cls.by_blocks(L) if factors_by_blocks(matrix.shape[-1]) else cls(L)
+        return cls.by_blocks(L) if solves_by_blocks(matrix.shape[-1]) else cls(L)
 
     @classmethod
     def by_blocks(cls, L: jax.Array) -> "Cholesky":

@@ -73,8 +73,8 @@ def test_the_pullbacks_unpolished_factorisation_runs_only_inside_its_loop():
     # loop that runs at most once (_batching.computed_where). Its normal matrix
     # H + δI + AᵀA/δ + … depends on nothing that loop changes unless H and A enter as its
     # operands: closed over, XLA hoisted it out of the loop into the program's entry, where
-    # it ran on every call (an n × n sum here; at n 3000 also the Gram matrix AᵀA, 5% of
-    # the paper's Small solve). No n × n work of that loop may sit in the entry.
+    # it ran on every call (an n × n sum here; at large n also the Gram matrix AᵀA). No
+    # n × n work of that loop may sit in the entry.
     n, m, p = 40, 20, 10
     text = _compiled_solve_and_gradient(n, m, p)
     entry = text[text.index("\nENTRY "):]
@@ -82,3 +82,22 @@ def test_the_pullbacks_unpolished_factorisation_runs_only_inside_its_loop():
     square = rf"= f64\[{n},{n}\]\S* [a-z-]+\([^\n]*op_name=\"[^\"]*transpose\(jvp\(\)\)/while/body/"
     assert not re.findall(square, entry)
     assert re.findall(square, text)  # compiled, inside the loop
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="reads the CPU compiler's optimised HLO text")
+def test_a_batch_sharing_its_matrices_keeps_one_copy_of_them():
+    # A vmapped batch whose lanes share P, A and G factors and differentiates with one copy
+    # of each: no value of the compiled program holds a per-lane copy of A or G (a loop
+    # that carried them as operands under a batched predicate would broadcast them).
+    lanes, n, m, p = 5, 40, 20, 10
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((n, n))
+    P, A, G = (jnp.asarray(x) for x in (M.T @ M, rng.standard_normal((p, n)), rng.standard_normal((m, n))))
+    q, b, h = (jnp.asarray(rng.standard_normal((lanes, k))) for k in (n, p, m))
+
+    def loss(q, b, h):
+        return ad.solve(ad.QP(P, q, A, b, G, jnp.abs(h) + 1.0)).x.sum()
+
+    text = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1, 2)))).lower(q, b, h).compile().as_text()
+    for rows in (p, m):
+        assert not re.findall(rf"= f64\[{lanes},{rows},{n}\]", text)

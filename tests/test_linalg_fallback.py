@@ -3,8 +3,8 @@ JAX paths they fall back to, both run here on CPU.
 
 On XLA's CPU backend (``_linalg.on_cpu``) factors are pinned column-major by the
 experimental ``jax.experimental.layout.with_layout_constraint`` where this JAX has it
-(``_linalg.LAYOUT_CONSTRAINTS``), and large ones are computed and solved by column blocks
-(``_linalg.factors_by_blocks``). Without the layout API the same factors come unpinned;
+(``_linalg.LAYOUT_CONSTRAINTS``), and large ones are kept and solved by column blocks
+(``_linalg.solves_by_blocks``). Without the layout API the same factors come unpinned;
 on any other backend the whole-matrix ``jax.lax.linalg.cholesky`` runs, unpinned. Both
 switches are read at trace time: each run below traces functions of its own.
 """

@@ -14,7 +14,8 @@ whole product is reported too.
 
 The slabs are more operations in the compiled program: ``--compile`` also times, in fresh
 processes (``--compile-rounds`` rounds, interleaved, best of each), tracing and compiling
-``jit(value_and_grad)`` of the whole solve + gradient of all six leaves at Tiny and Small
+``jit(value_and_grad)`` of the whole solve + gradient of all six leaves (``--compile-sizes``,
+default Tiny and Small)
 with ``GRAM_SLABS`` slabs for every Gram matrix and with the whole product everywhere (the
 library's ``GRAM_SLABS_FROM`` set aside), and its first run.
 """
@@ -41,7 +42,7 @@ else:  # run as a script: the harness is in benchmarks/, one folder up
 
 from altdiff_jax import _linalg  # noqa: E402
 
-SIZES = {"Tiny": (1500, 700), "Small": (3000, 1500), "Medium": (5000, 3000)}
+SIZES = {"Tiny": (1500, 500, 200), "Small": (3000, 1000, 500), "Medium": (5000, 2000, 1000)}  # n, m, p
 
 
 def _by_slabs(slabs: int):
@@ -59,7 +60,8 @@ def _by_slabs(slabs: int):
 
 
 def case(name: str, slabs: list, repeats: int) -> list:
-    n, rows = SIZES[name]
+    n, m, p = SIZES[name]
+    rows = m + p
     M = jnp.asarray(np.random.default_rng(0).standard_normal((rows, n)))
     compiled = {s: _by_slabs(s).lower(M).compile() for s in slabs}
     timings = harness.interleaved({s: (lambda f=f: f(M)) for s, f in compiled.items()}, repeats=repeats, warmup=True)
@@ -78,8 +80,8 @@ def compile_child(size: str, slabs: int) -> None:
     _linalg.GRAM_SLABS_FROM = sys.maxsize if slabs == 1 else 0  # the slabs at every size, or nowhere
     if slabs > 1:
         _linalg.GRAM_SLABS = slabs
-    n, rows = SIZES[size]
-    problem = harness.paper_qp(n, *{"Tiny": (500, 200), "Small": (1000, 500), "Medium": (2000, 1000)}[size])
+    problem = harness.paper_qp(*SIZES[size])
+    n = SIZES[size][0]
     qp = ad.QP(**{k: jnp.asarray(v) for k, v in problem.items()})
     g = jnp.asarray(harness.loss_vector(n))
     function = jax.jit(jax.value_and_grad(lambda qp, g: ad.solve(qp).x @ g))
@@ -115,6 +117,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(harness.RESULTS / "gram_slabs.md"))
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile-rounds", type=int, default=2)
+    parser.add_argument("--compile-sizes", nargs="+", default=["Tiny", "Small"])
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -134,7 +137,7 @@ def main() -> None:
         body += ["", "## The whole solve + gradient: trace, compile and first run, fresh processes", "",
                  f"Best of {args.compile_rounds} interleaved rounds (seconds).", "",
                  harness.markdown_table(["size", "Gram matrices", "trace", "compile", "first run"],
-                                        compile_rows(["Tiny", "Small"], args.compile_rounds))]
+                                        compile_rows(args.compile_sizes, args.compile_rounds))]
     harness.write_markdown(args.out, "A Gram matrix by row slabs against the whole product", harness.hardware_line(),
                            body)
 
