@@ -427,8 +427,8 @@ class Cholesky(NamedTuple):
     then one matrix–vector product with the panel for all the rows below it (forward;
     the transposed products backward). XLA runs those products on every core, where a
     triangular solve with the whole factor and one right-hand side is one LAPACK call on
-    one thread. Under the default threading, a factorisation and 36 solves at n 1000–3000
-    take 0.65–0.8× the time of the whole-matrix calls, and factoring by blocks as well
+    one thread. Under the default threading, a factorisation and 36 solves from n 384 to
+    3000 take 0.6–0.8× the time of the whole-matrix calls, and factoring by blocks as well
     (left-looking, one matrix product per block) is slower than LAPACK's multithreaded
     Cholesky (``benchmarks/results/blocked_cholesky.md``).
 
