@@ -71,10 +71,10 @@ def test_each_factorisation_is_compiled_once():
 def test_the_pullbacks_unpolished_factorisation_runs_only_inside_its_loop():
     # The pullback factors the KKT system itself only for an unpolished solution, inside a
     # loop that runs at most once (_batching.computed_where). Its normal matrix
-    # H + δI + AᵀA/δ + … depends on nothing that loop changes unless H and A enter as its
-    # operands: closed over, XLA hoisted it out of the loop into the program's entry, where
-    # it ran on every call (an n × n sum here; at large n also the Gram matrix AᵀA). No
-    # n × n work of that loop may sit in the entry.
+    # H + δI + AᵀA/δ + … depends on nothing that loop changes unless H and A pass an
+    # optimisation barrier with a value it does: closed over, XLA hoisted it out of the loop
+    # into the program's entry, where it ran on every call (an n × n sum here; at large n
+    # also the Gram matrix AᵀA). No n × n work of that loop may sit in the entry.
     n, m, p = 40, 20, 10
     text = _compiled_solve_and_gradient(n, m, p)
     entry = text[text.index("\nENTRY "):]
