@@ -27,9 +27,11 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
-COMPACTED_LANES = 16
-""":func:`on_needing_lanes` gathers at most 1/COMPACTED_LANES of a batch (at least 8 lanes)
-at a time."""
+COMPACTED_LANES = 4
+""":func:`on_needing_lanes` gathers the lanes still running once at most 1/COMPACTED_LANES of
+the batch (at least 8 lanes) do: a quarter rather than a sixteenth made the degenerate batch
+of ``benchmarks/batches.py`` 0.81× as long, the others within noise
+(``benchmarks/results/batch_constants.md``)."""
 
 
 def is_batched(*trees) -> bool:
@@ -63,23 +65,77 @@ def is_batched(*trees) -> bool:
 
 def computed_where(condition: jax.Array, compute, operands, current):
     """``compute(*operands)`` where ``condition`` holds, else ``current``; computed only
-    when it holds (under ``vmap``: when it holds for some lane, for every lane, keeping the
-    result where it holds), where a ``lax.cond`` would become a select that computes it for
-    every lane every time.
+    where it holds, where a ``lax.cond`` would become, under ``vmap``, a select that
+    computes it for every lane every time.
 
-    A while loop whose body runs at most once. The body passes its operands through an
-    optimisation barrier together with the loop's flag: its work then depends on a value
-    the loop changes, and XLA's loop-invariant code motion cannot hoist it out of the loop
-    (where it would run every time; it did, for operands held unchanged in the carry:
+    Unbatched, a while loop whose body runs at most once. Under ``vmap`` with a batched
+    ``condition``, the lanes where it holds are gathered, ``CHUNK_FRACTION`` of the batch
+    at a time (at least 8 lanes), computed as a small batch and scattered back: the
+    other lanes pay nothing (a refactorisation for the lanes whose ρ changed, a polish
+    for the lanes that stopped). Operands shared by the lanes stay shared.
+
+    Each body passes its operands through an optimisation barrier together with a value
+    the loop changes, so that XLA's loop-invariant code motion cannot hoist the work out
+    of the loop (where it would run every time; it did, for operands held unchanged in
+    the carry:
     ``tests/test_transforms.py::test_computed_where_runs_its_work_only_where_asked_and_xla_keeps_it_so``).
     """
-    def body(carry):
-        operands, _, done = carry
-        operands, done = lax.optimization_barrier((operands, done))
-        return operands, compute(*operands), ~done
-
     condition = jnp.asarray(condition, bool)
-    return lax.while_loop(lambda carry: ~carry[2], body, (operands, current, ~condition))[1]
+    closed = _ClosedStep(lambda operands, _: compute(*operands), operands, current)
+
+    def once(values, consts, condition, current):
+        def body(carry):
+            operands, result, done = carry
+            operands, done = lax.optimization_barrier((operands, done))
+            return operands, closed(*operands, result), ~done
+
+        return lax.while_loop(lambda carry: ~carry[2], body, ((values, consts), current, ~condition))[1]
+
+    @jax.custom_batching.custom_vmap
+    def run(values, consts, condition, current):
+        return once(values, consts, condition, current)
+
+    @run.def_vmap
+    def on_lanes_where(axis_size, in_batched, values, consts, condition, current):
+        values_batched, consts_batched, condition_batched, current_batched = in_batched
+        current = jax.tree_util.tree_map(
+            lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *jnp.shape(leaf))),
+            current, current_batched)
+        axes = _in_axes((values_batched, consts_batched))
+        if not condition_batched:  # every lane or none
+            current = jax.vmap(once, in_axes=(*axes[:2], None, 0))(values, consts, condition, current)
+        else:
+            lanes = min(axis_size, max(8, -(-axis_size // CHUNK_FRACTION)))
+            current = _gather_where(closed, lanes, axis_size, (values_batched, consts_batched), (values, consts),
+                                    condition, current)
+        return current, jax.tree_util.tree_map(lambda _: True, current)
+
+    return run(closed.values, closed.consts, condition, current)
+
+
+CHUNK_FRACTION = 8
+""":func:`computed_where` under ``vmap`` computes at most 1/CHUNK_FRACTION of the batch at a
+time: a chunk computes for lanes that do not need it only in its last, partly filled round."""
+
+
+def _gather_where(evaluate, lanes, axis_size, batched, operands, condition, current):
+    """``evaluate(values, consts, state)`` on the lanes of ``current`` where ``condition``,
+    ``lanes`` at a time; ``batched`` says which leaves of ``operands`` carry the batch axis."""
+    axes = _in_axes(batched)
+
+    def chunk(carry):
+        result, waiting = carry
+        operands_now, waiting = lax.optimization_barrier((operands, waiting))
+        index = jnp.nonzero(waiting, size=lanes, fill_value=0)[0]
+        # Unused slots recompute lane 0 and are dropped on the way back (index axis_size).
+        target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
+        picked = [[leaf[index] if b else leaf for leaf, b in zip(leaves, flags)]
+                  for leaves, flags in zip(operands_now, batched)]
+        done = jax.vmap(evaluate, in_axes=axes)(*picked, jax.tree_util.tree_map(lambda leaf: leaf[index], result))
+        result = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), result, done)
+        return result, waiting.at[target].set(False, mode="drop")
+
+    return lax.while_loop(lambda carry: jnp.any(carry[1]), chunk, (current, condition))[0]
 
 
 def _is_array(leaf) -> bool:
@@ -175,7 +231,7 @@ def on_needing_lanes(step: Callable[[Any, Any], Any], needs: Callable[[Any], jax
 
     Unbatched, it is that loop. Under ``vmap`` (``jax.custom_batching``) the whole batch
     first takes steps, every lane that needs one at once, while more lanes need them than a
-    gather holds (at most a sixteenth of the batch, ``COMPACTED_LANES``, at least 8 lanes);
+    gather holds (at most a quarter of the batch, ``COMPACTED_LANES``, at least 8 lanes);
     the lanes left are then gathered into a small batch of their own, the loop runs on it,
     and the results are scattered back; the other lanes keep ``state``. A while loop of
     ``vmap``, by contrast, runs its body for every lane until the slowest one stops. With

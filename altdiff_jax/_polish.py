@@ -62,7 +62,7 @@ def placeholder_system(objective, constraints, z: Iterate, reusable: bool = Fals
 
 class _Round(NamedTuple):
     x: jax.Array
-    y: KKTVector
+    y: KKTVector  # the multipliers of the last step (at the start: the iterate's), corrected by the next
     used: ActiveSet  # the active set of the last step, whose rows y's entries belong to
     factor: Any  # the factor of the last step's reduced KKT system
     active: ActiveSet  # the active set re-read from x, for the next step
@@ -86,10 +86,16 @@ def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -
         lower_ok | ~jnp.isfinite(lb) & ~active.lower)
 
 
-def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, first: jax.Array
+def _solved(objective, constraints, x: jax.Array, y: KKTVector, active: ActiveSet, previous, first: jax.Array
             ) -> tuple[Any, KKTVector]:
     """The factor of the reduced KKT system on ``active`` and its solution for the Newton
-    step from x.
+    step from x, with the multipliers corrected from ``y`` (its entries on ``active``).
+
+    Solved for the correction of the multipliers, not for the multipliers themselves: at
+    a degenerate vertex (more active rows than the rows that determine x) the multipliers
+    are not unique, and the regularised solve picks the one nearest its start. From zero
+    that is the smallest, often wrong-signed; from the iterate's multipliers it is the
+    nearest of them to a dual point, which keeps their signs.
 
     A :class:`_kkt.ReusableFactor` ``previous`` (only QPs carry one: their Hessian is
     constant, ``_solve._forward``) serves a round after the ``first`` if its base is near
@@ -107,7 +113,9 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
             system.a * (h - G.mv(x)),
             system.a_B * (jnp.where(system.a_B > 0, bound_target, 0.0) - constraints.B.mv(x)),
         )
-        return system.factor, *system.solve_and_change(rhs)
+        start = KKTVector(jnp.zeros_like(x), y.eq, system.a * y.ineq, system.a_B * y.bound)
+        correction, change = system.solve_and_change(rhs - system.apply(start))
+        return system.factor, correction + start, change
 
     gram = objective.constraint_gram()
     reusable = isinstance(previous, ReusableFactor)
@@ -130,11 +138,12 @@ def _solved(objective, constraints, x: jax.Array, active: ActiveSet, previous, f
     return lax.cond(accurate, lambda: (factor, w), fresh)
 
 
-def _newton_step(objective, constraints, x: jax.Array, active: ActiveSet, previous, first: jax.Array
+def _newton_step(objective, constraints, x: jax.Array, y: KKTVector, active: ActiveSet, previous, first: jax.Array
                  ) -> tuple[jax.Array, KKTVector, Any]:
     """One Newton step on the problem restricted to ``active``: (x + t·Δx, multipliers,
-    the factor of the reduced KKT system; ``previous`` and ``first``: see :func:`_solved`)."""
-    factor, w = _solved(objective, constraints, x, active, previous, first)
+    the factor of the reduced KKT system; ``y``, ``previous`` and ``first``: see
+    :func:`_solved`)."""
+    factor, w = _solved(objective, constraints, x, y, active, previous, first)
     if objective.quadratic:
         return x + w.x, w, factor
     # A smooth objective may be undefined beyond its domain (an entropy at x <= 0): halve
@@ -152,7 +161,8 @@ def _round(objective, constraints, rho, tol, state: _Round) -> _Round:
     """One Newton step on ``state.active``, and the active set re-read from its point
     (the first round, ``state.count == 0``, factors anew)."""
     h = constraints.h
-    x, y, factor = _newton_step(objective, constraints, state.x, state.active, state.factor, state.count == 0)
+    x, y, factor = _newton_step(objective, constraints, state.x, state.y, state.active, state.factor,
+                                state.count == 0)
     nu = jnp.where(state.active.inequality, y.ineq, 0.0)
     mu = jnp.where(state.active.upper | state.active.lower, y.bound, 0.0)
     slack = h - constraints.G.mv(x)
@@ -188,8 +198,9 @@ def polish(objective, constraints, z: Iterate, rho, tol, shaped_like: PolishedSy
 
     start_active = solution_active_set(constraints, z, rho, tol)
     n, dtype = z.x.shape[0], z.x.dtype
-    empty = KKTVector(jnp.zeros(n, dtype), jnp.zeros_like(b), jnp.zeros_like(h), jnp.zeros_like(lb))
-    start = _Round(z.x, empty, start_active, shaped_like.factor, start_active, jnp.int32(0), jnp.bool_(False))
+    multipliers = KKTVector(jnp.zeros(n, dtype), z.lam, z.nu, z.mu)
+    start = _Round(z.x, multipliers, start_active, shaped_like.factor, start_active, jnp.int32(0),
+                   jnp.bool_(False))
     # Unbatched, one loop of rounds. Under vmap every lane takes the first round at once;
     # the later ones run on the few lanes whose active set moved, gathered apart (a while
     # loop would run them for every lane).

@@ -29,13 +29,14 @@ from ._scaling import Scaling, bound_scale, cost_scaling, ruiz_equilibrate
 from ._solution import Solution, Status
 from ._strategies import Strategy, strategy_for
 
-BATCH_POLISH_ATTEMPTS = {4: 0, 8: 2}
+BATCH_POLISH_ATTEMPTS = {4: 0, 8: None}
 """Polishing stops per lane in a vmapped batch of dense problems (``_driver.run``), by item
-size. Float64 stops twice: early polishing ends most lanes long before the loop would, and
-a lane whose guesses fail twice converges in the loop instead of making the whole batch pay
-for more polishing passes. Float32 polishes only after the loop: its polish (LU of K_δ with
-up to 12 refinement steps) costs more than the iterations an early stop saves. Tuned on the
-batch of 512 QPs with n 50 in ``benchmarks/results/batches.md``."""
+size (None: one per new active set, as for one problem). A stop costs only the lanes that
+take it (``_batching.computed_where``), so float64 does not cap them: capped at two, a lane
+whose guesses failed ran on to ADMM's tolerance, 590 iterations against 120
+(``benchmarks/results/batch_constants.md``). Float32 polishes only after the loop: its
+polish (LU of K_δ with up to 12 refinement steps) costs more than the iterations an early
+stop saves."""
 
 REUSABLE_FACTOR_SIZE = 400
 """Variables from which one dense float64 QP's polishing rounds update the last round's

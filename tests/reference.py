@@ -132,6 +132,24 @@ def clarabel_solve(P, q, A, b, G, h) -> tuple[Array, Array, Array]:
     return xs, lam, nu
 
 
+def degenerate_vertex_qp(seed: int, n: int = 30, support: int = 10, p: int = 15) -> tuple[dict, Array]:
+    """An LP-like QP (P = 1e-3·I, x >= 0 as G = −I, h = 0) whose solution is a degenerate
+    vertex, and that solution: ``support`` positive entries and ``p`` random equalities, so
+    that p + n − support > n rows are active there and the multipliers are not unique.
+    q is built from chosen multipliers (ν > 0 on every zero entry), so the solution is known
+    exactly."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    x = np.zeros(n)
+    x[order[:support]] = rng.uniform(0.5, 1.5, support)
+    nu = np.zeros(n)
+    nu[order[support:]] = rng.uniform(0.5, 1.5, n - support)
+    A = rng.standard_normal((p, n))
+    P, G = 1e-3 * np.eye(n), -np.eye(n)
+    q = -P @ x - A.T @ rng.standard_normal(p) - G.T @ nu
+    return dict(P=P, q=q, A=A, b=A @ x, G=G, h=np.zeros(n)), x
+
+
 def active_set(G, h, x, nu) -> Array:
     """The deterministic active-set rule of the references: inequality i is active iff
     s_i / ‖s‖∞ <= ν_i / ‖ν‖∞ with s = h − Gx (strict complementarity read relative to

@@ -8,6 +8,7 @@ import numpy as np
 from conftest import LANE_LIKE, PAPER, SMALL, TIGHT, case, cosine, relative_error, solve_jit, to_qp
 from reference import (
     clarabel_solve,
+    degenerate_vertex_qp,
     dual_infeasible_qp,
     kkt_gradients,
     primal_infeasible_qp,
@@ -179,3 +180,23 @@ def test_the_reusable_factor_path_solves_and_differentiates_as_a_fresh_factor(mo
     # in use solves as the plain one.
     for got, want in zip(jax.tree_util.tree_leaves(reusable), jax.tree_util.tree_leaves(fresh)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_degenerate_vertex_is_polished_exactly_alone_and_in_a_batch():
+    """At a degenerate vertex (more active rows than variables) the multipliers are not
+    unique, and polishing corrects the iterate's instead of solving for the smallest ones,
+    which come out wrong-signed there. Twenty such problems are each polished to their
+    exact solution after 20 iterations (before the correction, 3 of them ran 410 to 1300
+    iterations and ended 3e-5 off); a vmapped batch of them gives the same points, and no
+    lane runs longer than it does alone."""
+    problems, solutions = zip(*(degenerate_vertex_qp(seed) for seed in range(20)))
+    problems = [to_qp(problem) for problem in problems]
+    alone = [solve_jit(problem, ad.Options()) for problem in problems]
+    batch = jax.jit(jax.vmap(ad.solve, in_axes=(0, None)))(_stack(problems), ad.Options())
+    for i, (solution, x) in enumerate(zip(alone, solutions)):
+        assert int(solution.info.status) == ad.Status.SOLVED and bool(solution.info.polished)
+        assert np.abs(np.asarray(solution.x) - x).max() <= 1e-13  # measured 1.0e-15
+        assert np.min(solution.nu) >= 0.0
+        assert int(batch.info.status[i]) == ad.Status.SOLVED and bool(batch.info.polished[i])
+        assert np.abs(np.asarray(batch.x[i]) - np.asarray(solution.x)).max() <= 1e-13
+    assert int(np.max(batch.info.iterations)) <= max(int(solution.info.iterations) for solution in alone)

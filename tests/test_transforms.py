@@ -1,5 +1,7 @@
 """jit, vmap, grad and their compositions; recompilation; float32 and float64."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -333,6 +335,33 @@ def test_computed_where_runs_its_work_only_where_asked_and_xla_keeps_it_so():
     for fn, flags in ((_cholesky_where_flagged, _FLAGS), (batched, _LANE_FLAGS)):
         hlo = jax.jit(fn).lower(_M, flags).compile().as_text()
         assert lapack_call_depths(hlo) == [2]
+
+
+def test_computed_where_under_vmap_computes_only_the_lanes_that_ask_for_it():
+    """Under vmap ``computed_where`` gathers the lanes where its condition holds into
+    chunks of an eighth of the batch (at least 8 lanes) and computes only those: on 64
+    lanes the Cholesky runs on batches of 8 matrices (a shared matrix stays one), and each
+    lane gets its own result where asked, the current value elsewhere."""
+    from altdiff_jax._batching import computed_where
+
+    rng = np.random.default_rng(0)
+    lanes = 64
+    flags = jnp.asarray(rng.uniform(size=lanes) < 0.3)
+    matrices = jnp.asarray(np.eye(2) * rng.uniform(1.0, 2.0, (lanes, 1, 1)) + 0.1)
+
+    def lane(M, flag):
+        return computed_where(flag, jnp.linalg.cholesky, (M,), jnp.zeros_like(M))
+
+    for in_axes, M in (((0, 0), matrices), ((None, 0), _M)):
+        fn = jax.jit(jax.vmap(lane, in_axes=in_axes))
+        result = np.asarray(fn(M, flags))
+        for i in range(lanes):
+            expected = np.linalg.cholesky(np.asarray(M[i] if in_axes[0] == 0 else M)) if flags[i] else 0.0
+            np.testing.assert_allclose(result[i], expected, rtol=1e-15, atol=0)
+        if jax.default_backend() == "cpu":
+            hlo = fn.lower(M, flags).compile().as_text()
+            shapes = re.findall(r"= \((f64\[[\d,]+\])\{[^}]*\}, s32\[\d*\]\{?0?\}?\) custom-call\(.*lapack_dpotrf", hlo)
+            assert shapes == (["f64[8,2,2]"] if in_axes[0] == 0 else ["f64[2,2]"])  # a shared M: once
 
 
 def test_on_needing_lanes_runs_a_loop_on_the_lanes_that_need_it_and_leaves_the_others():
