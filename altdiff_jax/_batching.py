@@ -30,7 +30,7 @@ from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 COMPACTED_LANES = 4
 """:func:`on_needing_lanes` gathers the lanes still running once at most 1/COMPACTED_LANES of
 the batch (at least 8 lanes) do: a quarter rather than a sixteenth made the degenerate batch
-of ``benchmarks/batches.py`` 0.81× as long, the others within noise
+of ``benchmarks/batches.py`` 0.85× as long, the others within noise
 (``benchmarks/results/batch_constants.md``)."""
 
 
