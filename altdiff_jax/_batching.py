@@ -2,17 +2,17 @@
 
 Under ``jax.vmap`` a ``lax.cond`` with a batched predicate becomes a select that computes
 both branches for every lane, and a ``lax.while_loop`` runs its body for every lane until
-the slowest one stops. The engine has work that few lanes need (a refactorisation when
-some lane's ρ changed; a second polishing round for the lanes whose active set moved), so
-it uses the two helpers here:
+the slowest one stops. The engine has work that few lanes need (a refactorisation for
+the lanes whose ρ changed; a polish for the lanes that stopped; a second polishing round
+for the lanes whose active set moved), so it uses the two helpers here:
 
-* :func:`computed_where`: a value computed only when some lane asks for it;
+* :func:`computed_where`: a value computed only for the lanes that ask for it, gathered;
 * :func:`on_needing_lanes`: a loop whose lanes, once few still need it, are gathered into
   a small batch of their own.
 
 :func:`is_batched` tells, at trace time, whether a value is batched by ``vmap``.
 
-Public JAX only: both :func:`is_batched` and :func:`on_needing_lanes` learn about the
+Public JAX only: :func:`is_batched`, :func:`computed_where` and :func:`on_needing_lanes` learn about the
 batch from a ``jax.custom_batching.custom_vmap`` rule, which JAX calls exactly when the
 values it is given are batched (with the batch size and which of them are), never from
 the tracers themselves.
@@ -27,11 +27,13 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
+from ._linalg import gathered_lanes
+
 COMPACTED_LANES = 4
 """:func:`on_needing_lanes` gathers the lanes still running once at most 1/COMPACTED_LANES of
 the batch (at least 8 lanes) do: a quarter rather than a sixteenth made the degenerate batch
-of ``benchmarks/batches.py`` 0.85× as long, the others within noise
-(``benchmarks/results/batch_constants.md``)."""
+of ``benchmarks/batches.py`` 0.85× as long, the paper batch with every leaf batched 0.99×,
+the one sharing P, A and G 1.18× (0.045 s to 0.053 s; ``benchmarks/results/batch_constants.md``)."""
 
 
 def is_batched(*trees) -> bool:
@@ -69,8 +71,8 @@ def computed_where(condition: jax.Array, compute, operands, current):
     computes it for every lane every time.
 
     Unbatched, a while loop whose body runs at most once. Under ``vmap`` with a batched
-    ``condition``, the lanes where it holds are gathered, ``CHUNK_FRACTION`` of the batch
-    at a time (at least 8 lanes), computed as a small batch and scattered back: the
+    ``condition``, the lanes where it holds are gathered, ``_linalg.gathered_lanes`` at a
+    time (on CPU an eighth of the batch, at least 8 lanes), computed as a small batch and scattered back: the
     other lanes pay nothing (a refactorisation for the lanes whose ρ changed, a polish
     for the lanes that stopped). Operands shared by the lanes stay shared.
 
@@ -103,19 +105,15 @@ def computed_where(condition: jax.Array, compute, operands, current):
             current, current_batched)
         axes = _in_axes((values_batched, consts_batched))
         if not condition_batched:  # every lane or none
-            current = jax.vmap(once, in_axes=(*axes[:2], None, 0))(values, consts, condition, current)
+            current = jax.vmap(once, in_axes=(*axes[:2], None, 0), axis_size=axis_size)(
+                values, consts, condition, current)
         else:
-            lanes = min(axis_size, max(8, -(-axis_size // CHUNK_FRACTION)))
+            lanes = gathered_lanes(axis_size)
             current = _gather_where(closed, lanes, axis_size, (values_batched, consts_batched), (values, consts),
                                     condition, current)
         return current, jax.tree_util.tree_map(lambda _: True, current)
 
     return run(closed.values, closed.consts, condition, current)
-
-
-CHUNK_FRACTION = 8
-""":func:`computed_where` under ``vmap`` computes at most 1/CHUNK_FRACTION of the batch at a
-time: a chunk computes for lanes that do not need it only in its last, partly filled round."""
 
 
 def _gather_where(evaluate, lanes, axis_size, batched, operands, condition, current):
@@ -126,12 +124,13 @@ def _gather_where(evaluate, lanes, axis_size, batched, operands, condition, curr
     def chunk(carry):
         result, waiting = carry
         operands_now, waiting = lax.optimization_barrier((operands, waiting))
-        index = jnp.nonzero(waiting, size=lanes, fill_value=0)[0]
-        # Unused slots recompute lane 0 and are dropped on the way back (index axis_size).
+        # Spare slots repeat a waiting lane and are dropped on the way back (index axis_size).
+        index = jnp.nonzero(waiting, size=lanes, fill_value=jnp.argmax(waiting))[0]
         target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
         picked = [[leaf[index] if b else leaf for leaf, b in zip(leaves, flags)]
                   for leaves, flags in zip(operands_now, batched)]
-        done = jax.vmap(evaluate, in_axes=axes)(*picked, jax.tree_util.tree_map(lambda leaf: leaf[index], result))
+        done = jax.vmap(evaluate, in_axes=axes, axis_size=lanes)(
+            *picked, jax.tree_util.tree_map(lambda leaf: leaf[index], result))
         result = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), result, done)
         return result, waiting.at[target].set(False, mode="drop")
 

@@ -410,9 +410,9 @@ def _polished_candidate(objective, constraints, scaling, state: LoopState, tol, 
     The Jacobians are the exact ones on the candidate's active set when ``seeds_at`` is
     given (see ``run``'s ``exact_jacobians``), else the carried ones.
 
-    Computed only when some lane attempts (``computed_where``). Under ``vmap`` a
-    ``lax.cond`` would also hand the polish every operand batched: a batch sharing P, A,
-    G would polish with copies of them, one per lane."""
+    Computed only for the lanes that attempt (``computed_where``). Under ``vmap`` a
+    ``lax.cond`` would compute it for every lane, and hand the polish every operand
+    batched: a batch sharing P, A, G would polish with copies of them, one per lane."""
     def polished(z, rho, system, J, change):
         candidate, finite, system = polish(objective, constraints, z, rho, tol, system)
         if seeds_at is not None:

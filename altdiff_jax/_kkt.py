@@ -402,7 +402,7 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
     """``(active set, ReducedKKT)`` at the solution. A polished QP solution reuses its
     polish's factor (the Hessian is constant and the point is exact on that active set);
     otherwise the active set is read from ``z`` and the system factored, under ``vmap``
-    only when some lane needs it (``_batching.computed_where``)."""
+    only for the lanes that need it (``_batching.computed_where``)."""
     H = objective.hessian_operator(z.x)
 
     reusable = polished_system is not None and isinstance(polished_system.factor, ReusableFactor)
@@ -410,8 +410,7 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
     def factored(z):
         # H, A and G pass the barrier with z: closed over as they are, their products
         # (AᵀA/δ) would be invariant in computed_where's loop, and XLA would hoist them out
-        # to run on every call. (As operands of the loop, a batch sharing them would carry
-        # a copy per lane.)
+        # to run on every call.
         (H_z, A, G), z = jax.lax.optimization_barrier(((H, constraints.A, constraints.G), z))
         given = constraints._replace(A=A, G=G)
         active = solution_active_set(given, z, rho, tol)

@@ -50,7 +50,11 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 #   products run on every core where LAPACK's triangular solve runs on one); elsewhere
 #   the whole-matrix triangular solves;
 # * ``_cholesky``: on CPU the Cholesky primitive itself (no zeroing of the upper
-#   triangle); elsewhere ``jax.lax.linalg.cholesky``.
+#   triangle); elsewhere ``jax.lax.linalg.cholesky``;
+# * ``gathered_lanes``: how many lanes of a vmapped batch ``_batching.computed_where``
+#   computes at a time: on CPU, where the work grows with the lanes, an eighth of the batch;
+#   elsewhere the whole batch, since an accelerator computes a few small systems in about
+#   the time of many, and chunks would only run in sequence.
 #
 # The plain path (another backend, or no layout API) computes the same results up to
 # round-off: ``tests/test_linalg_fallback.py`` runs both on CPU.
@@ -70,6 +74,21 @@ def on_cpu() -> bool:
     """Whether the program being traced runs on XLA's CPU backend: JAX's default backend,
     which places the arrays of a computation unless told otherwise."""
     return jax.default_backend() == "cpu"
+
+
+GATHERED_FRACTION = 8
+"""On CPU, :func:`gathered_lanes` is this fraction of a batch (at least 8 lanes): a chunk
+computes for lanes that do not need it only in its last, partly filled round. Measured with
+the batching constants in ``benchmarks/results/batch_constants.md`` (an eighth against a
+quarter: 0.90× on the degenerate batch, 1.07× and 1.02× on the paper batches)."""
+
+
+def gathered_lanes(axis_size: int) -> int:
+    """How many lanes of a vmapped batch of ``axis_size`` ``_batching.computed_where``
+    computes at a time (see the backend-specific choices above)."""
+    if not on_cpu():
+        return axis_size
+    return min(axis_size, max(8, -(-axis_size // GATHERED_FRACTION)))
 
 
 def solves_by_blocks(n: int) -> bool:

@@ -113,7 +113,8 @@ def _solved(objective, constraints, x: jax.Array, y: KKTVector, active: ActiveSe
             system.a * (h - G.mv(x)),
             system.a_B * (jnp.where(system.a_B > 0, bound_target, 0.0) - constraints.B.mv(x)),
         )
-        start = KKTVector(jnp.zeros_like(x), y.eq, system.a * y.ineq, system.a_B * y.bound)
+        start = KKTVector(jnp.zeros_like(x), y.eq, jnp.where(system.a > 0, y.ineq, 0.0),
+                          jnp.where(system.a_B > 0, y.bound, 0.0))
         correction, change = system.solve_and_change(rhs - system.apply(start))
         return system.factor, correction + start, change
 

@@ -88,12 +88,13 @@ def initial_iterate(init: Optional[Solution], constraints: Constraints, n: int, 
 
 
 def _factorization(structure: Structure, batched: bool, matrices_batched: bool, attempts: Optional[int]) -> str:
-    """``"auto"``: Cholesky, refactored when ρ changes (at a check where some lane's did,
-    under ``vmap``), except in a batch that shares P, A and G (the eigen-factor is then one
+    """``"auto"``: Cholesky, refactored when ρ changes (under ``vmap``, for the lanes whose ρ
+    changed), except in a batch that shares P, A and G (the eigen-factor is then one
     factorisation for every lane) or that runs without polishing stops (float32, or
-    ``polish=False``: the loop runs long enough for ρ to change at many checks, and each
-    change refactors every lane). Measured in ``benchmarks/results/factorization.md``
-    (float32 rows; a float64 batch without polishing runs the same long loop)."""
+    ``polish=False``: the loop runs long enough for ρ to change many times, at a
+    factorisation each). Measured in ``benchmarks/results/factorization.md`` (float32
+    rows; a float64 batch without polishing runs the same long loop), when a change
+    refactored every lane."""
     if structure.factorization != "auto":
         return structure.factorization
     without_stops = attempts == 0 or not structure.polish
@@ -124,8 +125,8 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
         scaling = cost_scaling(P, q, b.shape[0], h.shape[0])
         P_hat, q_s, scaled = P, scaling.c * q, constraints
     structured = is_structured(P, A, G)
-    # A batch of dense problems polishes by per-lane factorisations, paid by every lane at
-    # each polishing pass: a few stops per lane, then the loop runs to the end.
+    # A batch of dense problems polishes by per-lane factorisations: float32 only after the
+    # loop (BATCH_POLISH_ATTEMPTS).
     attempts = None if structured or not batched else BATCH_POLISH_ATTEMPTS[q.dtype.itemsize]
     method = _factorization(structure, batched, matrices_batched, attempts)
     # With exact Jacobians (and polishing) columns are carried only in the rare loop after

@@ -112,8 +112,8 @@ class CholeskySolver(NamedTuple):
         return self.factor.solve(rhs)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "CholeskySolver":
-        # Called at termination checks only: under vmap it refactors (every lane, keeping the
-        # new factor where ρ changed) only at a check where some lane's ρ changed.
+        # Called at termination checks only: under vmap it refactors only the lanes whose ρ
+        # changed, gathered.
         factor = computed_where(
             changed, lambda base, C, rho: type(self.factor).factor(base + rho * C), (self.base, self.C, rho), self.factor
         )

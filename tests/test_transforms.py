@@ -342,6 +342,8 @@ def test_computed_where_under_vmap_computes_only_the_lanes_that_ask_for_it():
     chunks of an eighth of the batch (at least 8 lanes) and computes only those: on 64
     lanes the Cholesky runs on batches of 8 matrices (a shared matrix stays one), and each
     lane gets its own result where asked, the current value elsewhere."""
+    from lapack_order import lapack_call_depths
+
     from altdiff_jax._batching import computed_where
 
     rng = np.random.default_rng(0)
@@ -362,6 +364,7 @@ def test_computed_where_under_vmap_computes_only_the_lanes_that_ask_for_it():
             hlo = fn.lower(M, flags).compile().as_text()
             shapes = re.findall(r"= \((f64\[[\d,]+\])\{[^}]*\}, s32\[\d*\]\{?0?\}?\) custom-call\(.*lapack_dpotrf", hlo)
             assert shapes == (["f64[8,2,2]"] if in_axes[0] == 0 else ["f64[2,2]"])  # a shared M: once
+            assert lapack_call_depths(hlo) == [1]  # inside the loop over chunks, not hoisted
 
 
 def test_on_needing_lanes_runs_a_loop_on_the_lanes_that_need_it_and_leaves_the_others():
