@@ -354,9 +354,11 @@ class ReducedKKT(NamedTuple):
         """K⁻¹ r (see :meth:`solve_and_change`)."""
         return self.solve_and_change(r)[0]
 
-    def solve_and_change(self, r: KKTVector) -> tuple[KKTVector, jax.Array]:
+    def solve_and_change(self, r: KKTVector, base: Optional[KKTVector] = None) -> tuple[KKTVector, jax.Array]:
         """K⁻¹ r by the regularised factor and iterative refinement, with the relative size
-        of the last refinement correction (round-off when the refinement converged).
+        of the last refinement correction (round-off when the refinement converged). With
+        ``base``, the solution is a correction of it, and sizes are relative to the
+        corrected point, base + K⁻¹ r.
 
         Refinement stops early, once each block's correction is at round-off (‖Δw_b‖∞ <=
         k eps (1 + ‖w_b‖∞), k from ``ROUND_OFF_ULPS``), or no longer shrinks (by 0.9× a step)
@@ -372,7 +374,8 @@ class ReducedKKT(NamedTuple):
             step, w, change, previous, _ = state
             correction = self._solve_regularized(r - self.apply(w))
             w = w + correction
-            return step + 1, w, largest_relative_change(correction, w), change, previous
+            point = w if base is None else w + base
+            return step + 1, w, largest_relative_change(correction, point), change, previous
 
         floor = STALL_FLOOR[jnp.dtype(dtype).itemsize]
         predicted_stop = PREDICTED_STOP[jnp.dtype(dtype).itemsize]

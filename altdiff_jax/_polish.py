@@ -115,7 +115,7 @@ def _solved(objective, constraints, x: jax.Array, y: KKTVector, active: ActiveSe
         )
         start = KKTVector(jnp.zeros_like(x), y.eq, jnp.where(system.a > 0, y.ineq, 0.0),
                           jnp.where(system.a_B > 0, y.bound, 0.0))
-        correction, change = system.solve_and_change(rhs - system.apply(start))
+        correction, change = system.solve_and_change(rhs - system.apply(start), start)
         return system.factor, correction + start, change
 
     gram = objective.constraint_gram()
