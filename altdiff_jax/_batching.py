@@ -6,7 +6,8 @@ the slowest one stops. The engine has work that few lanes need (a refactorisatio
 the lanes whose ρ changed; a polish for the lanes that stopped; a second polishing round
 for the lanes whose active set moved), so it uses the two helpers here:
 
-* :func:`computed_where`: a value computed only for the lanes that ask for it, gathered;
+* :func:`computed_where`: a value computed only for the lanes that ask for it, gathered
+  (on CPU; elsewhere for every lane, when one asks);
 * :func:`on_needing_lanes`: a loop whose lanes, once few still need it, are gathered into
   a small batch of their own.
 
@@ -32,8 +33,8 @@ from ._linalg import gathered_lanes
 COMPACTED_LANES = 4
 """:func:`on_needing_lanes` gathers the lanes still running once at most 1/COMPACTED_LANES of
 the batch (at least 8 lanes) do: a quarter rather than a sixteenth made the degenerate batch
-of ``benchmarks/batches.py`` 0.85× as long, the paper batch with every leaf batched 0.99×,
-the one sharing P, A and G 1.18× (0.045 s to 0.053 s; ``benchmarks/results/batch_constants.md``)."""
+of ``benchmarks/batches.py`` 0.85× as long, the paper batches 0.99× and 1.18× (every leaf
+batched; P, A, G shared): ``benchmarks/results/batch_constants.md``."""
 
 
 def is_batched(*trees) -> bool:
@@ -71,10 +72,12 @@ def computed_where(condition: jax.Array, compute, operands, current):
     computes it for every lane every time.
 
     Unbatched, a while loop whose body runs at most once. Under ``vmap`` with a batched
-    ``condition``, the lanes where it holds are gathered, ``_linalg.gathered_lanes`` at a
-    time (on CPU an eighth of the batch, at least 8 lanes), computed as a small batch and scattered back: the
-    other lanes pay nothing (a refactorisation for the lanes whose ρ changed, a polish
-    for the lanes that stopped). Operands shared by the lanes stay shared.
+    ``condition``, on CPU, the lanes where it holds are gathered, ``_linalg.gathered_lanes``
+    at a time (an eighth of the batch, at least 8 lanes), computed as a small batch and
+    scattered back: the other lanes pay nothing (a refactorisation for the lanes whose ρ
+    changed, a polish for the lanes that stopped). Elsewhere every lane computes when one
+    asks (``gathered_lanes`` is the whole batch there). Operands shared by the lanes stay
+    shared.
 
     Each body passes its operands through an optimisation barrier together with a value
     the loop changes, so that XLA's loop-invariant code motion cannot hoist the work out
@@ -86,12 +89,14 @@ def computed_where(condition: jax.Array, compute, operands, current):
     closed = _ClosedStep(lambda operands, _: compute(*operands), operands, current)
 
     def once(values, consts, condition, current):
+        # The operands are closed over, not carried: under vmap a batched flag would batch
+        # every carried value, a copy of each shared operand per lane.
         def body(carry):
-            operands, result, done = carry
-            operands, done = lax.optimization_barrier((operands, done))
-            return operands, closed(*operands, result), ~done
+            result, done = carry
+            (values_now, consts_now), done = lax.optimization_barrier(((values, consts), done))
+            return closed(values_now, consts_now, result), ~done
 
-        return lax.while_loop(lambda carry: ~carry[2], body, ((values, consts), current, ~condition))[1]
+        return lax.while_loop(lambda carry: ~carry[1], body, (current, ~condition))[0]
 
     @jax.custom_batching.custom_vmap
     def run(values, consts, condition, current):
@@ -104,11 +109,13 @@ def computed_where(condition: jax.Array, compute, operands, current):
             lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *jnp.shape(leaf))),
             current, current_batched)
         axes = _in_axes((values_batched, consts_batched))
-        if not condition_batched:  # every lane or none
-            current = jax.vmap(once, in_axes=(*axes[:2], None, 0), axis_size=axis_size)(
-                values, consts, condition, current)
+        lanes = gathered_lanes(axis_size)
+        if not condition_batched or lanes >= axis_size:
+            # Every lane or none; or every lane when any asks (a batched condition makes the
+            # loop's flag batched, and its one step a select over the whole batch).
+            current = jax.vmap(once, in_axes=(*axes[:2], 0 if condition_batched else None, 0),
+                               axis_size=axis_size)(values, consts, condition, current)
         else:
-            lanes = gathered_lanes(axis_size)
             current = _gather_where(closed, lanes, axis_size, (values_batched, consts_batched), (values, consts),
                                     condition, current)
         return current, jax.tree_util.tree_map(lambda _: True, current)

@@ -410,7 +410,7 @@ def _polished_candidate(objective, constraints, scaling, state: LoopState, tol, 
     The Jacobians are the exact ones on the candidate's active set when ``seeds_at`` is
     given (see ``run``'s ``exact_jacobians``), else the carried ones.
 
-    Computed only for the lanes that attempt (``computed_where``). Under ``vmap`` a
+    Computed only for the lanes that attempt, on CPU (``computed_where``). Under ``vmap`` a
     ``lax.cond`` would compute it for every lane, and hand the polish every operand
     batched: a batch sharing P, A, G would polish with copies of them, one per lane."""
     def polished(z, rho, system, J, change):

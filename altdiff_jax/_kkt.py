@@ -405,7 +405,7 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
     """``(active set, ReducedKKT)`` at the solution. A polished QP solution reuses its
     polish's factor (the Hessian is constant and the point is exact on that active set);
     otherwise the active set is read from ``z`` and the system factored, under ``vmap``
-    only for the lanes that need it (``_batching.computed_where``)."""
+    only for the lanes that need it, on CPU (``_batching.computed_where``)."""
     H = objective.hessian_operator(z.x)
 
     reusable = polished_system is not None and isinstance(polished_system.factor, ReusableFactor)

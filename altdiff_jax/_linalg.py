@@ -53,8 +53,9 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 #   triangle); elsewhere ``jax.lax.linalg.cholesky``;
 # * ``gathered_lanes``: how many lanes of a vmapped batch ``_batching.computed_where``
 #   computes at a time: on CPU, where the work grows with the lanes, an eighth of the batch;
-#   elsewhere the whole batch, since an accelerator computes a few small systems in about
-#   the time of many, and chunks would only run in sequence.
+#   elsewhere the whole batch, every lane computing when one asks, as before gathering was
+#   measured on CPU (on an accelerator, where a few small systems may cost about what many
+#   do, chunks would run in sequence; not measured: no accelerator was at hand).
 #
 # The plain path (another backend, or no layout API) computes the same results up to
 # round-off: ``tests/test_linalg_fallback.py`` runs both on CPU.
@@ -77,16 +78,21 @@ def on_cpu() -> bool:
 
 
 GATHERED_FRACTION = 8
-"""On CPU, :func:`gathered_lanes` is this fraction of a batch (at least 8 lanes): a chunk
-computes for lanes that do not need it only in its last, partly filled round. Measured with
+"""On CPU, :func:`gathered_lanes` is 1/GATHERED_FRACTION of a batch (at least 8 lanes). Measured with
 the batching constants in ``benchmarks/results/batch_constants.md`` (an eighth against a
 quarter: 0.90× on the degenerate batch, 1.07× and 1.02× on the paper batches)."""
+
+
+def lanes_gathered() -> bool:
+    """Whether ``_batching.computed_where`` computes only the lanes that ask (on CPU), rather
+    than every lane when one asks (see the backend-specific choices above)."""
+    return on_cpu()
 
 
 def gathered_lanes(axis_size: int) -> int:
     """How many lanes of a vmapped batch of ``axis_size`` ``_batching.computed_where``
     computes at a time (see the backend-specific choices above)."""
-    if not on_cpu():
+    if not lanes_gathered():
         return axis_size
     return min(axis_size, max(8, -(-axis_size // GATHERED_FRACTION)))
 

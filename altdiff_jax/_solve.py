@@ -19,7 +19,7 @@ from ._adjoint import AdjointInfo
 from ._batching import is_batched
 from ._driver import initial_status, run, run_then_differentiate
 from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
-from ._linalg import Dense, SharedDense
+from ._linalg import Dense, SharedDense, lanes_gathered
 from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective
 from ._xupdate import make_x_solver
@@ -31,12 +31,19 @@ from ._strategies import Strategy, strategy_for
 
 BATCH_POLISH_ATTEMPTS = {4: 0, 8: None}
 """Polishing stops per lane in a vmapped batch of dense problems (``_driver.run``), by item
-size (None: one per new active set, as for one problem). A stop costs only the lanes that
-take it (``_batching.computed_where``), so float64 does not cap them: capped at two, a lane
+size (None: one per new active set, as for one problem), where a stop costs only the lanes
+that take it (``_linalg.lanes_gathered``): float64 does not cap them; capped at two, a lane
 whose guesses failed ran on to ADMM's tolerance, 590 iterations against 120
 (``benchmarks/results/batch_constants.md``). Float32 polishes only after the loop: its
 polish (LU of K_δ with up to 12 refinement steps) costs more than the iterations an early
 stop saves."""
+
+WHOLE_BATCH_POLISH_ATTEMPTS = {4: 0, 8: 2}
+"""The same where every lane polishes when one does (not ``_linalg.lanes_gathered``): two
+stops per lane in float64, as measured when that was so on CPU
+(``benchmarks/results/batches.md`` at the time: early polishing ends most lanes, and a lane
+whose guesses fail twice converges in the loop instead of making the batch pay for more
+polishing passes)."""
 
 REUSABLE_FACTOR_SIZE = 400
 """Variables from which one dense float64 QP's polishing rounds update the last round's
@@ -88,8 +95,8 @@ def initial_iterate(init: Optional[Solution], constraints: Constraints, n: int, 
 
 
 def _factorization(structure: Structure, batched: bool, matrices_batched: bool, attempts: Optional[int]) -> str:
-    """``"auto"``: Cholesky, refactored when ρ changes (under ``vmap``, for the lanes whose ρ
-    changed), except in a batch that shares P, A and G (the eigen-factor is then one
+    """``"auto"``: Cholesky, refactored when ρ changes (under ``vmap`` on CPU, for the lanes
+    whose ρ changed), except in a batch that shares P, A and G (the eigen-factor is then one
     factorisation for every lane) or that runs without polishing stops (float32, or
     ``polish=False``: the loop runs long enough for ρ to change many times, at a
     factorisation each). Measured in ``benchmarks/results/factorization.md`` (float32
@@ -126,8 +133,9 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
         P_hat, q_s, scaled = P, scaling.c * q, constraints
     structured = is_structured(P, A, G)
     # A batch of dense problems polishes by per-lane factorisations: float32 only after the
-    # loop (BATCH_POLISH_ATTEMPTS).
-    attempts = None if structured or not batched else BATCH_POLISH_ATTEMPTS[q.dtype.itemsize]
+    # loop (BATCH_POLISH_ATTEMPTS, WHOLE_BATCH_POLISH_ATTEMPTS).
+    by_dtype = BATCH_POLISH_ATTEMPTS if lanes_gathered() else WHOLE_BATCH_POLISH_ATTEMPTS
+    attempts = None if structured or not batched else by_dtype[q.dtype.itemsize]
     method = _factorization(structure, batched, matrices_batched, attempts)
     # With exact Jacobians (and polishing) columns are carried only in the rare loop after
     # a failed polish.

@@ -113,7 +113,7 @@ class CholeskySolver(NamedTuple):
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "CholeskySolver":
         # Called at termination checks only: under vmap it refactors only the lanes whose ρ
-        # changed, gathered.
+        # changed (on CPU; elsewhere every lane when one's changed).
         factor = computed_where(
             changed, lambda base, C, rho: type(self.factor).factor(base + rho * C), (self.base, self.C, rho), self.factor
         )

@@ -337,14 +337,21 @@ def test_computed_where_runs_its_work_only_where_asked_and_xla_keeps_it_so():
         assert lapack_call_depths(hlo) == [2]
 
 
-def test_computed_where_under_vmap_computes_only_the_lanes_that_ask_for_it():
-    """Under vmap ``computed_where`` gathers the lanes where its condition holds into
-    chunks of an eighth of the batch (at least 8 lanes) and computes only those: on 64
-    lanes the Cholesky runs on batches of 8 matrices (a shared matrix stays one), and each
-    lane gets its own result where asked, the current value elsewhere."""
+@pytest.mark.parametrize("gathered", [True, False])
+def test_computed_where_under_vmap_computes_only_the_lanes_that_ask_for_it(gathered, monkeypatch):
+    """Under vmap on CPU ``computed_where`` gathers the lanes where its condition holds
+    into chunks of an eighth of the batch (at least 8 lanes) and computes only those: on
+    64 lanes the Cholesky runs on batches of 8 matrices (a shared matrix stays one), and
+    each lane gets its own result where asked, the current value elsewhere. Where lanes
+    are not gathered (other backends; forced here), every lane computes, with the same
+    results."""
     from lapack_order import lapack_call_depths
 
+    from altdiff_jax import _linalg
     from altdiff_jax._batching import computed_where
+
+    if not gathered:
+        monkeypatch.setattr(_linalg, "lanes_gathered", lambda: False)
 
     rng = np.random.default_rng(0)
     lanes = 64
@@ -363,8 +370,9 @@ def test_computed_where_under_vmap_computes_only_the_lanes_that_ask_for_it():
         if jax.default_backend() == "cpu":
             hlo = fn.lower(M, flags).compile().as_text()
             shapes = re.findall(r"= \((f64\[[\d,]+\])\{[^}]*\}, s32\[\d*\]\{?0?\}?\) custom-call\(.*lapack_dpotrf", hlo)
-            assert shapes == (["f64[8,2,2]"] if in_axes[0] == 0 else ["f64[2,2]"])  # a shared M: once
-            assert lapack_call_depths(hlo) == [1]  # inside the loop over chunks, not hoisted
+            batch = 8 if gathered else lanes
+            assert shapes == ([f"f64[{batch},2,2]"] if in_axes[0] == 0 else ["f64[2,2]"])  # a shared M: once
+            assert lapack_call_depths(hlo) == [1]  # inside its loop, not hoisted
 
 
 def test_on_needing_lanes_runs_a_loop_on_the_lanes_that_need_it_and_leaves_the_others():

@@ -1,7 +1,7 @@
 """The batching constants against each other: polishing stops per lane in a float64 batch
 (``_solve.BATCH_POLISH_ATTEMPTS``), the share of a batch below which ``on_needing_lanes``
 gathers the lanes still running (``_batching.COMPACTED_LANES``) and the chunk of
-``computed_where`` under ``vmap`` (``_batching.CHUNK_FRACTION``).
+``computed_where`` under ``vmap`` on CPU (``_linalg.GATHERED_FRACTION``).
 
 Each variant runs in a process of its own (the constants are read at trace time), the
 variants in turn for ``--rounds`` rounds, in alternating order; each process times the
@@ -40,12 +40,12 @@ def child(settings: dict) -> dict:
     import numpy as np
 
     import altdiff_jax as ad
-    from altdiff_jax import _batching, _solve
+    from altdiff_jax import _batching, _linalg, _solve
     from batches import degenerate_problems, paper_problems
 
     _solve.BATCH_POLISH_ATTEMPTS = {4: 0, 8: settings["attempts"]}
     _batching.COMPACTED_LANES = settings["compacted"]
-    _batching.CHUNK_FRACTION = settings["chunk"]
+    _linalg.GATHERED_FRACTION = settings["chunk"]
     shared_keys = ("P", "A", "G")
     out = {}
     for case in CASES:
