@@ -116,32 +116,11 @@ def computed_where(condition: jax.Array, compute, operands, current):
             current = jax.vmap(once, in_axes=(*axes[:2], 0 if condition_batched else None, 0),
                                axis_size=axis_size)(values, consts, condition, current)
         else:
-            current = _gather_where(closed, lanes, axis_size, (values_batched, consts_batched), (values, consts),
-                                    condition, current)
+            current = _gather_lanes(closed, condition, lanes, axis_size, (values_batched, consts_batched),
+                                    (values, consts), current)
         return current, jax.tree_util.tree_map(lambda _: True, current)
 
     return run(closed.values, closed.consts, condition, current)
-
-
-def _gather_where(evaluate, lanes, axis_size, batched, operands, condition, current):
-    """``evaluate(values, consts, state)`` on the lanes of ``current`` where ``condition``,
-    ``lanes`` at a time; ``batched`` says which leaves of ``operands`` carry the batch axis."""
-    axes = _in_axes(batched)
-
-    def chunk(carry):
-        result, waiting = carry
-        operands_now, waiting = lax.optimization_barrier((operands, waiting))
-        # Spare slots repeat a waiting lane and are dropped on the way back (index axis_size).
-        index = jnp.nonzero(waiting, size=lanes, fill_value=jnp.argmax(waiting))[0]
-        target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
-        picked = [[leaf[index] if b else leaf for leaf, b in zip(leaves, flags)]
-                  for leaves, flags in zip(operands_now, batched)]
-        done = jax.vmap(evaluate, in_axes=axes, axis_size=lanes)(
-            *picked, jax.tree_util.tree_map(lambda leaf: leaf[index], result))
-        result = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), result, done)
-        return result, waiting.at[target].set(False, mode="drop")
-
-    return lax.while_loop(lambda carry: jnp.any(carry[1]), chunk, (current, condition))[0]
 
 
 def _is_array(leaf) -> bool:
@@ -191,29 +170,29 @@ def _in_axes(batched):
     return [0 if b else None for b in values_batched], [0 if b else None for b in consts_batched], 0
 
 
-def _gather_needing_lanes(evaluate, needs, lanes, axis_size, batched, operands, state):
-    """Run ``evaluate`` on the lanes of ``state`` (a batch of ``axis_size``) where ``needs``,
-    ``lanes`` at a time.
+def _gather_lanes(evaluate, waiting, lanes, axis_size, batched, operands, state):
+    """Run ``evaluate(values, consts, state)`` on the lanes of ``state`` (a batch of
+    ``axis_size``) where ``waiting``, ``lanes`` at a time.
 
     ``operands`` are ``(values, consts)``; ``batched`` says which of their leaves carry the
-    batch axis (the others are shared). Returns the whole batch's state."""
+    batch axis (the others are shared). The operands pass an optimisation barrier with the
+    loop's flags, so that no work on them is hoisted out of the loop. Returns the whole
+    batch's state."""
     axes = _in_axes(batched)
-
-    def pick(leaves, flags, index):
-        return [leaf[index] if b else leaf for leaf, b in zip(leaves, flags)]
 
     def gathered(carry):
         state, waiting = carry
-        index = jnp.nonzero(waiting, size=lanes, fill_value=0)[0]
-        # Unused slots rerun lane 0 and are dropped on the way back (index axis_size).
+        operands_now, waiting = lax.optimization_barrier((operands, waiting))
+        # Spare slots repeat a waiting lane and are dropped on the way back (index axis_size).
+        index = jnp.nonzero(waiting, size=lanes, fill_value=jnp.argmax(waiting))[0]
         target = jnp.where(jnp.arange(lanes) < jnp.sum(waiting), index, axis_size)
-        done = jax.vmap(evaluate, in_axes=axes)(
-            *(pick(leaves, flags, index) for leaves, flags in zip(operands, batched)),
-            jax.tree_util.tree_map(lambda leaf: leaf[index], state))
+        picked = [[leaf[index] if b else leaf for leaf, b in zip(leaves, flags)]
+                  for leaves, flags in zip(operands_now, batched)]
+        done = jax.vmap(evaluate, in_axes=axes, axis_size=lanes)(
+            *picked, jax.tree_util.tree_map(lambda leaf: leaf[index], state))
         state = jax.tree_util.tree_map(lambda leaf, new: leaf.at[target].set(new, mode="drop"), state, done)
         return state, waiting.at[target].set(False, mode="drop")
 
-    waiting = jax.vmap(needs)(state)
     return lax.while_loop(lambda carry: jnp.any(carry[1]), gathered, (state, waiting))[0]
 
 
@@ -274,7 +253,7 @@ def on_needing_lanes(step: Callable[[Any, Any], Any], needs: Callable[[Any], jax
             state = jax.vmap(closed, in_axes=axes)(values, consts, state)
         else:
             state = _step_while_crowded(closed, needs, lanes, axes, (values, consts), state)
-        state = _gather_needing_lanes(loop, needs, lanes, axis_size, batched, (values, consts), state)
+        state = _gather_lanes(loop, jax.vmap(needs)(state), lanes, axis_size, batched, (values, consts), state)
         return state, jax.tree_util.tree_map(lambda _: True, state)
 
     return run(closed.values, closed.consts, state)

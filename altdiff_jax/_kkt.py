@@ -411,13 +411,10 @@ def _system_at_solution(objective, constraints: Constraints, z: Iterate, rho, to
     reusable = polished_system is not None and isinstance(polished_system.factor, ReusableFactor)
 
     def factored(z):
-        # H, A and G pass the barrier with z: closed over as they are, their products
-        # (AᵀA/δ) would be invariant in computed_where's loop, and XLA would hoist them out
-        # to run on every call.
-        (H_z, A, G), z = jax.lax.optimization_barrier(((H, constraints.A, constraints.G), z))
-        given = constraints._replace(A=A, G=G)
-        active = solution_active_set(given, z, rho, tol)
-        return active, ReducedKKT.build(H_z, given, active, reusable).factor
+        # H, A and G are closed over: computed_where passes them through its optimisation
+        # barrier, so that their products (AᵀA/δ) are not hoisted out of its loop.
+        active = solution_active_set(constraints, z, rho, tol)
+        return active, ReducedKKT.build(H, constraints, active, reusable).factor
 
     if polished_system is None or not objective.quadratic:
         active, factor = factored(z)

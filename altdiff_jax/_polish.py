@@ -107,15 +107,18 @@ def _solved(objective, constraints, x: jax.Array, y: KKTVector, active: ActiveSe
     bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0))
 
     def solved(system: ReducedKKT):
+        start = KKTVector(jnp.zeros_like(x), y.eq, jnp.where(system.a > 0, y.ineq, 0.0),
+                          jnp.where(system.a_B > 0, y.bound, 0.0))
+        # K applied to start: only its multipliers' terms in the x block (its x is zero, its
+        # rows are zero outside the active set).
+        multiplier_terms = A.rmv(start.eq) + G.rmv(start.ineq) + constraints.B.rmv(start.bound)
         rhs = KKTVector(
-            -objective.gradient(x),
+            -objective.gradient(x) - multiplier_terms,
             b - A.mv(x),
             system.a * (h - G.mv(x)),
             system.a_B * (jnp.where(system.a_B > 0, bound_target, 0.0) - constraints.B.mv(x)),
         )
-        start = KKTVector(jnp.zeros_like(x), y.eq, jnp.where(system.a > 0, y.ineq, 0.0),
-                          jnp.where(system.a_B > 0, y.bound, 0.0))
-        correction, change = system.solve_and_change(rhs - system.apply(start), start)
+        correction, change = system.solve_and_change(rhs, start)
         return system.factor, correction + start, change
 
     gram = objective.constraint_gram()
