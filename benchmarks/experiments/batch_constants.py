@@ -7,7 +7,8 @@ Each variant runs in a process of its own (the constants are read at trace time)
 variants in turn for ``--rounds`` rounds, in alternating order; each process times the
 batch cases of ``benchmarks/batches.py`` (the 150 degenerate QPs, 512 paper QPs with
 every leaf batched) and 512 paper QPs sharing P, A and G, as ``jax.jit(jax.vmap(solve))``
-against a Python loop of ``jax.jit(solve)``, best of 4 in the process, best over rounds.
+against a Python loop of ``jax.jit(solve)`` (``batches.measure``), best of 4 interleaved
+runs in the process, best over rounds.
 
     python benchmarks/experiments/batch_constants.py [--rounds 2] [--output benchmarks/results/batch_constants.md]
 """
@@ -36,40 +37,19 @@ CASES = ("degenerate", "paper", "shared")
 def child(settings: dict) -> dict:
     import jax
     jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
-    import numpy as np
 
-    import altdiff_jax as ad
     from altdiff_jax import _batching, _linalg, _solve
-    from batches import degenerate_problems, paper_problems
+    from batches import degenerate_problems, measure, paper_problems
 
     _solve.BATCH_POLISH_ATTEMPTS = {4: 0, 8: settings["attempts"]}
     _batching.COMPACTED_LANES = settings["compacted"]
     _linalg.GATHERED_FRACTION = settings["chunk"]
-    shared_keys = ("P", "A", "G")
     out = {}
     for case in CASES:
         problems = degenerate_problems() if case == "degenerate" else paper_problems()
-        keys = list(problems[0])
-        shared = shared_keys if case == "shared" else ()
-        batch = ad.QP(**{k: jnp.asarray(problems[0][k] if k in shared else np.stack([p[k] for p in problems]))
-                         for k in keys})
-        in_axes = ad.QP(**{k: None if k in shared else 0 for k in keys})
-        singles = [ad.QP(**{k: jnp.asarray(problems[0][k] if k in shared else p[k]) for k in keys})
-                   for p in problems]
-        batched, alone = jax.jit(jax.vmap(ad.solve, in_axes=(in_axes,))), jax.jit(ad.solve)
-        lanes = jax.block_until_ready(batched(batch))
-        jax.block_until_ready([alone(single) for single in singles])
-        vmap_s, loop_s = [], []
-        for _ in range(4):
-            start = time.perf_counter()
-            jax.block_until_ready(batched(batch))
-            vmap_s.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            jax.block_until_ready([alone(single) for single in singles])
-            loop_s.append(time.perf_counter() - start)
-        out[case] = {"vmap": min(vmap_s), "loop": min(loop_s), "max_iterations": int(np.max(lanes.info.iterations)),
-                     "solved": int(np.sum(np.asarray(lanes.info.status) == ad.Status.SOLVED))}
+        vmap_s, loop_s, _, iterations, solved, *_ = measure(problems, 4, ("P", "A", "G") if case == "shared" else ())
+        out[case] = {"vmap": vmap_s, "loop": loop_s, "max_iterations": int(iterations.split(" / ")[1]),
+                     "solved": int(solved.split("/")[0])}
     return out
 
 
