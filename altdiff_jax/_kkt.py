@@ -371,11 +371,16 @@ class ReducedKKT(NamedTuple):
         eps = ROUND_OFF_ULPS[jnp.dtype(dtype).itemsize] * jnp.finfo(dtype).eps
 
         def refine(state):
-            step, w, change, previous, _ = state
+            # Step -1 is the plain solve from w = 0 (K_δ⁻¹ r exactly); it sets no sizes, so
+            # that the first test after it passes. One solve site serves every step.
+            step, w, change, previous, before = state
             correction = self._solve_regularized(r - self.apply(w))
             w = w + correction
             point = w if base is None else w + base
-            return step + 1, w, largest_relative_change(correction, point), change, previous
+            first = step < 0
+            sizes = (jnp.where(first, change, largest_relative_change(correction, point)),
+                     jnp.where(first, previous, change), jnp.where(first, before, previous))
+            return (step + 1, w, *sizes)
 
         floor = STALL_FLOOR[jnp.dtype(dtype).itemsize]
         predicted_stop = PREDICTED_STOP[jnp.dtype(dtype).itemsize]
@@ -389,8 +394,8 @@ class ReducedKKT(NamedTuple):
                 going = going & ~((step >= 3) & (change <= floor) & (change * rate <= eps))
             return going
 
-        # The first test must pass: a finite "change" below an infinite "previous".
-        start = (jnp.int32(0), self._solve_regularized(r), jnp.asarray(jnp.finfo(dtype).max, dtype),
+        # The test after the plain solve must pass: a finite "change" below an infinite "previous".
+        start = (jnp.int32(-1), KKTVector(*(jnp.zeros_like(v) for v in r)), jnp.asarray(jnp.finfo(dtype).max, dtype),
                  jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype))
         _, w, change, _, _ = jax.lax.while_loop(unsettled, refine, start)
         return w, change

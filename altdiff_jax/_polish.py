@@ -122,24 +122,25 @@ def _solved(objective, constraints, x: jax.Array, y: KKTVector, active: ActiveSe
         return system.factor, correction + start, change
 
     gram = objective.constraint_gram()
-    reusable = isinstance(previous, ReusableFactor)
+    if not isinstance(previous, ReusableFactor):
+        return solved(ReducedKKT.build(H, constraints, active, constraint_gram=gram))[:2]
 
-    def fresh():
-        return solved(ReducedKKT.build(H, constraints, active, reusable=reusable, constraint_gram=gram))[:2]
-
-    if not reusable:
-        return fresh()
-
-    def updated():
-        factor, w, change = solved(ReducedKKT.nearby(H, constraints, active, previous))
-        return factor, w, change <= STALL_FLOOR[jnp.dtype(x.dtype).itemsize]
-
-    def not_tried():
-        return previous, KKTVector(*(jnp.zeros_like(v) for v in (x, b, h, lb))), jnp.bool_(False)
-
+    floor = STALL_FLOOR[jnp.dtype(x.dtype).itemsize]
     nearby = ~first & ReducedKKT.reusable(constraints, active, previous)
-    factor, w, accurate = lax.cond(nearby, updated, not_tried)
-    return lax.cond(accurate, lambda: (factor, w), fresh)
+
+    def attempt(state):
+        # The first attempt updates ``previous`` where it is near; a second, if the update
+        # was inaccurate, factors anew. One factorisation and one solve site serve both.
+        tries, _, _, _ = state
+        update = nearby & (tries == 0)
+        factor = lax.cond(update, lambda: ReducedKKT.nearby(H, constraints, active, previous).factor,
+                          lambda: ReducedKKT.build(H, constraints, active, True, gram).factor)
+        factor, w, change = solved(ReducedKKT.with_factor(H, constraints, active, factor))
+        return tries + 1, factor, w, ~update | (change <= floor)
+
+    zeros = KKTVector(*(jnp.zeros_like(v) for v in (x, b, h, lb)))
+    _, factor, w, _ = lax.while_loop(lambda state: ~state[3], attempt, (jnp.int32(0), previous, zeros, jnp.bool_(False)))
+    return factor, w
 
 
 def _newton_step(objective, constraints, x: jax.Array, y: KKTVector, active: ActiveSet, previous, first: jax.Array
