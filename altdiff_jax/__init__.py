@@ -8,6 +8,7 @@ from ._layers import constrained_softmax, constrained_sparsemax, sparsemax
 from ._sharding import sharded_vmap, solve_sharded
 from ._smooth import solve_convex
 from ._solve import jacobians, jvp, solve, vjp
+from . import problems
 
 __all__ = [
     "QP", "Options", "Solution", "Info", "AdjointInfo", "Status",

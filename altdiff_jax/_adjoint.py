@@ -35,7 +35,9 @@ class AdjointInfo(NamedTuple):
         status: int32 ``()``: ``SOLVED``, ``MAX_ITER`` or ``NONFINITE``.
         iterations: int32 ``()``, transposed iterations run (0 for ``"kkt"``; the forward
             loop's for ``"altdiff"``, whose Jacobians converged in it).
-        change: ``()``, the largest ``‖w_k − w_{k−1}‖∞ / (1 + ‖w_k‖∞)`` over the blocks.
+        change: ``()``, the largest ``‖w_k − w_{k−1}‖∞ / (1 + ‖w_k‖∞)`` over the blocks
+            (for ``"kkt"``: the relative size of the last refinement correction of its
+            solve; ``MAX_ITER`` when it is above ``Options.tol``).
     """
 
     status: jax.Array

@@ -15,7 +15,8 @@ the positive definite normal matrix
     H + δI + (AᵀA + G_aᵀG_a + diag(a_B)) / δ,
 
 a system of the engine's form (``_linalg``): diagonal plus rank one for the structured
-layers (O(n)), a Cholesky factor otherwise. A few steps of iterative refinement against
+layers (O(n)), a Cholesky factor for dense data, conjugate gradients on its products on
+the sparse path (``_sparse.NormalCG``, with a larger δ and more refinement steps). A few steps of iterative refinement against
 the unregularised K then remove the O(δ) error, so the result is exact to round-off when
 K is nonsingular, and a regularised least-squares answer when it is not (degenerate
 active sets), judged afterwards by its residuals.
@@ -47,6 +48,7 @@ from ._iterate import Iterate, Seeds, largest_relative_change
 from ._jacobian import ActiveSet, active_set
 from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, factor_system, structured,
                       symmetric_transpose_times, transpose_times)
+from ._sparse import NormalCG, is_sparse
 from ._xupdate import bound_diagonal
 from ._problem import Constraints
 
@@ -64,6 +66,11 @@ stops there instead of making every lane of a batch pay for more steps of noise.
 keeps one ulp: 64 of its ulps (7.6e-6) would stop short of the 1e-6 accuracy of its
 layers."""
 
+
+ITERATIVE_REFINEMENT_STEPS = {4: 30, 8: 30}
+"""``REFINEMENT_STEPS`` of the sparse path, whose regularisation is larger
+(``ITERATIVE_REGULARIZATION``) and whose solves are inexact (``_sparse.NORMAL_CG``): each
+step gains less."""
 
 STALL_FLOOR = {4: float("inf"), 8: 1e-12}
 """By item size, a relative correction that stopped shrinking counts as round-off noise (and
@@ -127,9 +134,18 @@ def _gathered_normal_matrix(H: Operator, diagonal: jax.Array, constraints: Const
     return H.dense() + jnp.diag(diagonal - f / delta) + gram / delta
 
 
-def regularization(dtype) -> float:
+ITERATIVE_REGULARIZATION = {4: 1e-3, 8: 1e-4}
+"""By item size, δ of the sparse path's regularised system, whose normal matrix conjugate
+gradients solve: their iterations grow with its condition, about ‖A‖²/δ over H's smallest
+eigenvalue, and each refinement step gains a factor of about δ·‖K⁻¹‖."""
+
+
+def regularization(dtype, iterative: bool = False) -> float:
     """δ of the regularised system: √eps, 1.5e-8 in float64 and 3.5e-4 in float32,
-    so that the normal matrix stays well within the dtype's range."""
+    so that the normal matrix stays well within the dtype's range; on the sparse path
+    (``iterative``) ``ITERATIVE_REGULARIZATION``."""
+    if iterative:
+        return ITERATIVE_REGULARIZATION[jnp.dtype(dtype).itemsize]
     return float(jnp.finfo(dtype).eps) ** 0.5
 
 
@@ -264,7 +280,8 @@ class ReducedKKT(NamedTuple):
         a_B: ``(nb,)`` 1.0 on active bounds.
         delta: ``()`` the regularisation δ.
         factor: how K_δ is solved: a factor of the normal matrix (Cholesky, or diagonal
-            plus rank one), a :class:`ReusableFactor`, or LU factors of K_δ itself.
+            plus rank one), a :class:`ReusableFactor`, LU factors of K_δ itself, or
+            conjugate gradients on the normal matrix (``_sparse.NormalCG``).
     """
 
     H: Operator
@@ -275,16 +292,17 @@ class ReducedKKT(NamedTuple):
     factor: object
 
     @staticmethod
-    def _weights(constraints: Constraints, active: ActiveSet):
+    def _weights(constraints: Constraints, active: ActiveSet, H: Optional[Operator] = None):
         dtype = constraints.b.dtype
         a = active.inequality.astype(dtype)
         a_B = (active.upper | active.lower).astype(dtype)
-        return a, a_B, jnp.asarray(regularization(dtype), dtype)
+        iterative = is_sparse(H, constraints.A, constraints.G)
+        return a, a_B, jnp.asarray(regularization(dtype, iterative), dtype)
 
     @classmethod
     def with_factor(cls, H: Operator, constraints: Constraints, active: ActiveSet, factor) -> "ReducedKKT":
         """The system on ``active`` with a factor that ``build`` computed before."""
-        return cls(H, constraints, *cls._weights(constraints, active), factor)
+        return cls(H, constraints, *cls._weights(constraints, active, H), factor)
 
     @classmethod
     def build(cls, H: Operator, constraints: Constraints, active: ActiveSet, reusable: bool = False,
@@ -296,10 +314,15 @@ class ReducedKKT(NamedTuple):
         (:func:`_gathered_normal_matrix`)."""
         dtype = constraints.b.dtype
         n, p = H.shape[0], constraints.b.shape[0]
-        a, a_B, delta = cls._weights(constraints, active)
+        a, a_B, delta = cls._weights(constraints, active, H)
+        diagonal = delta + constraints.B.rmv(a_B / delta)
+        if is_sparse(H, constraints.A, constraints.G):
+            if reusable:
+                raise TypeError("a factor of the sparse path is not reusable")
+            return cls(H, constraints, a, a_B, delta, NormalCG(
+                H, diagonal, constraints.A, jnp.full((p,), 1.0 / delta, dtype), constraints.G, a / delta))
         if dtype == jnp.float32 and not structured(H, constraints.A, constraints.G):
             return cls(H, constraints, a, a_B, delta, _regularized_lu(H, constraints, a, a_B, delta))
-        diagonal = delta + constraints.B.rmv(a_B / delta)
         gathered = (constraint_gram is not None and n >= GATHERED_GRAM_FROM and a.shape[0] > 0
                     and isinstance(H, Dense) and isinstance(constraints.G, Dense))
         if gathered:
@@ -325,7 +348,7 @@ class ReducedKKT(NamedTuple):
                ) -> "ReducedKKT":
         """The system on ``active``, solved by ``factor``'s base updated for the rows that
         differ (:meth:`ReusableFactor.updated`). Valid where :meth:`reusable` holds."""
-        a, a_B, delta = cls._weights(constraints, active)
+        a, a_B, delta = cls._weights(constraints, active, H)
         if a.shape[0] == 0:  # no inequality rows: only bounds change, and those refactor
             return cls(H, constraints, a, a_B, delta, factor)
         changed = a != factor.a
@@ -367,7 +390,8 @@ class ReducedKKT(NamedTuple):
         well-conditioned system is done in one or two steps, and under ``vmap`` the batch
         runs only as many steps as its slowest lane needs."""
         dtype = self.delta.dtype
-        limit = REFINEMENT_STEPS[jnp.dtype(dtype).itemsize]
+        steps = ITERATIVE_REFINEMENT_STEPS if isinstance(self.factor, NormalCG) else REFINEMENT_STEPS
+        limit = steps[jnp.dtype(dtype).itemsize]
         eps = ROUND_OFF_ULPS[jnp.dtype(dtype).itemsize] * jnp.finfo(dtype).eps
 
         def refine(state):
@@ -446,16 +470,18 @@ def kkt_vjp(objective, constraints: Constraints, z: Iterate, rho, tol, cotangent
     is not unique, and the two can pick different ones.
 
     Returns:
-        σ̄ as :class:`Seeds` of vectors ``(n,)``, ``(p,)``, ``(m,)``, ``(nb,)``, ``(nb,)``.
+        ``(σ̄, change)``: σ̄ as :class:`Seeds` of vectors ``(n,)``, ``(p,)``, ``(m,)``,
+        ``(nb,)``, ``(nb,)``, and the relative size of the solve's last refinement
+        correction (round-off when it converged).
     """
     active, system = _system_at_solution(objective, constraints, z, rho, tol, polished, polished_system)
     a, a_B = system.a, system.a_B
     inactive_s_bar = (1.0 - a) * cotangent.s
-    w = system.solve(KKTVector(
+    w, change = system.solve_and_change(KKTVector(
         cotangent.x - constraints.G.rmv(inactive_s_bar), cotangent.lam, a * cotangent.nu, a_B * cotangent.mu
     ))
     upper, lower = (side.astype(a.dtype) for side in (active.upper, active.lower))
-    return Seeds(-w.x, w.eq, a * w.ineq + inactive_s_bar, lower * w.bound, upper * w.bound)
+    return Seeds(-w.x, w.eq, a * w.ineq + inactive_s_bar, lower * w.bound, upper * w.bound), change
 
 
 def kkt_jacobian(system: ReducedKKT, active: ActiveSet, constraints: Constraints, seeds: Seeds

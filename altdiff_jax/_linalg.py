@@ -9,6 +9,8 @@ between a structured and a dense algorithm is made once, at trace time:
 * :class:`Dense`: any matrix; products are GEMV/GEMM, Gram matrices are dense.
 * :class:`Diagonal`: a diagonal P (the sparsemax layers' 2I, an entropy's Hessian).
 * :class:`RowVector`: a single equality row vᵀ (the simplex's 1ᵀ): rank-one Gram v vᵀ.
+* ``_sparse.Sparse``: a sparse matrix by coordinates (the sparse path): products are a
+  gather and a segment sum, and nothing is formed densely.
 
 Bounds lb <= x <= ub are the identity, a diagonal block in every system: :class:`BoundRows`
 gives them the products and Gram matrix of a constraint block (``mv``, ``rmv``,
@@ -22,7 +24,8 @@ Every linear system of the engine has the form
 reduced KKT system of polishing and of the ``kkt`` strategy in its normal form). When P
 is diagonal, A is at most one row and there is no G, (*) is a diagonal plus a rank-one
 matrix and is solved in O(n) per column by Sherman–Morrison
-(:class:`DiagonalPlusRankOne`); otherwise it is assembled densely and factored
+(:class:`DiagonalPlusRankOne`); with a sparse operator it is solved by conjugate
+gradients on its products (``_sparse``); otherwise it is assembled densely and factored
 (:class:`Cholesky`), or, for the ADMM loop with a per-problem adaptive ρ, by a
 generalised eigen-decomposition that serves every ρ without refactoring
 (:class:`EigenFactor`). :func:`structured` says which applies.
@@ -186,6 +189,10 @@ class Dense(NamedTuple):
     def column_norms(self) -> jax.Array:
         """``(n,)`` the ∞-norm of each column."""
         return jnp.max(jnp.abs(self.matrix), axis=0, initial=0.0)
+
+    def row_norms(self) -> jax.Array:
+        """``(rows,)`` the ∞-norm of each row."""
+        return jnp.max(jnp.abs(self.matrix), axis=1, initial=0.0)
 
 
 class SharedDense(Dense):

@@ -172,7 +172,7 @@ class QuadraticObjective(NamedTuple):
 
     def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
         # (5a) with the proximal term: H x⁺ = σxᵏ − q − r,  H = c(P̂ + σI) + ρC
-        return self.solver.solve(self.c * self.sigma * x - self.q - r, rho)
+        return self.solver.solve(self.c * self.sigma * x - self.q - r, rho, guess=x)
 
     def jacobian_x_update(self, x, J_x, dgrad, R, rho) -> jax.Array:
         del x

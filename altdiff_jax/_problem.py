@@ -7,7 +7,10 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jax.experimental import sparse as jsparse
+
 from ._linalg import BoundRows, Dense, Operator
+from ._sparse import Sparse, stored_entries
 
 
 class QP(NamedTuple):
@@ -19,17 +22,24 @@ class QP(NamedTuple):
     ``-inf``/``inf`` for a side that is missing on some variables. Bounds are handled as
     a diagonal block (no dense rows), so prefer them to rows of G.
 
+    ``P``, ``A`` and ``G`` may be ``jax.experimental.sparse.BCOO`` matrices (2-D, no
+    batch or dense dimensions): the problem then runs on the sparse path, where nothing
+    of size n × n, n × p or n × m is formed and every linear system is solved by
+    conjugate gradients (see the guide "Sparse problems"). The gradient of a BCOO leaf
+    is the gradient of its values (``jax.grad(..., allow_int=True)`` for a pytree that
+    holds its integer indices).
+
     ``P`` is used through its symmetric part ``(P + Pᵀ)/2`` and must be positive
     semidefinite. Nothing else is required of the data: a singular P, an LP (P = 0),
     rank-deficient or duplicated constraints all run; an unbounded or infeasible problem
     is reported by its status.
 
     Attributes:
-        P: ``(n, n)`` quadratic cost.
+        P: ``(n, n)`` quadratic cost (an array or a BCOO matrix).
         q: ``(n,)`` linear cost.
-        A: ``(p, n)`` equality matrix, or None.
+        A: ``(p, n)`` equality matrix (an array or a BCOO matrix), or None.
         b: ``(p,)`` equality right-hand side, or None.
-        G: ``(m, n)`` inequality matrix, or None.
+        G: ``(m, n)`` inequality matrix (an array or a BCOO matrix), or None.
         h: ``(m,)`` inequality right-hand side, or None.
         lb: ``(n,)`` lower bounds (entries may be ``-inf``), or None.
         ub: ``(n,)`` upper bounds (entries may be ``inf``), or None.
@@ -96,46 +106,75 @@ def _as_float_array(owner: str, name: str, value, dtype=None, reference: str = "
     return array
 
 
+def _as_sparse(owner: str, name: str, value: jsparse.BCOO, dtype=None, reference: str = "P") -> Sparse:
+    """A ``BCOO`` matrix as a :class:`_sparse.Sparse` operator, its values checked as a
+    dense leaf's would be."""
+    if value.ndim != 2 or value.n_batch or value.n_dense:
+        raise ValueError(
+            f"{owner}.{name} must be a 2-D BCOO matrix without batch or dense dimensions, got "
+            f"shape {value.shape} with n_batch={value.n_batch}, n_dense={value.n_dense}"
+        )
+    data = _as_float_array(owner, name, value.data, dtype, reference)
+    row, column = value.indices[:, 0], value.indices[:, 1]
+    inside = stored_entries(value)  # padding entries hold nothing (and get no gradient)
+    return Sparse(jnp.where(inside, data, 0.0), jnp.where(inside, row, 0), jnp.where(inside, column, 0), value.shape)
+
+
+def _matrix(owner: str, name: str, value, dtype=None, reference: str = "P", sparse_ok: bool = False):
+    """A matrix leaf: a float array, or (where ``sparse_ok``) a ``BCOO`` as :class:`Sparse`."""
+    if isinstance(value, jsparse.BCOO):
+        if not sparse_ok:
+            raise ValueError(f"{owner}.{name} is a sparse BCOO matrix; {owner} takes dense arrays only")
+        return _as_sparse(owner, name, value, dtype, reference)
+    return _as_float_array(owner, name, value, dtype, reference)
+
+
+def _operator(matrix) -> Operator:
+    return matrix if isinstance(matrix, Sparse) else Dense(matrix)
+
+
 def _expect_shape(name: str, array: jax.Array, expected: tuple, meaning: str) -> None:
     if array.shape != expected:
         raise ValueError(f"{name} has shape {array.shape}, expected {expected} ({meaning})")
 
 
-def validate_qp(problem: QP) -> tuple[Dense, jax.Array, Constraints]:
+def validate_qp(problem: QP) -> tuple[Operator, jax.Array, Constraints]:
     """Check shapes and dtypes of a QP at trace time and fill in absent blocks.
 
     Returns:
-        ``(P, q, constraints)`` with P as a :class:`Dense` operator and absent blocks
-        replaced by zero-row arrays.
+        ``(P, q, constraints)`` with P, A, G as :class:`Dense` or :class:`_sparse.Sparse`
+        operators and absent blocks replaced by zero-row arrays.
 
     Raises:
         ValueError: naming the argument and the shapes (or dtypes) that disagree.
     """
     if not isinstance(problem, QP):
         raise ValueError(f"problem must be an altdiff_jax.QP, got {type(problem).__name__}")
-    P = _as_float_array("QP", "P", problem.P)
-    if P.ndim != 2 or P.shape[0] != P.shape[1]:
+    P = _matrix("QP", "P", problem.P, sparse_ok=True)
+    if len(P.shape) != 2 or P.shape[0] != P.shape[1]:
         raise ValueError(f"QP.P must be a square matrix (n, n), got shape {P.shape}")
     n, dtype = P.shape[0], P.dtype
     q = _as_float_array("QP", "q", problem.q, dtype)
     _expect_shape("QP.q", q, (n,), f"n = {n} from QP.P of shape {P.shape}")
-    A, b = constraint_block("QP", problem.A, problem.b, ("A", "b"), n, dtype, f"QP.P of shape {P.shape}")
-    G, h = constraint_block("QP", problem.G, problem.h, ("G", "h"), n, dtype, f"QP.P of shape {P.shape}")
-    lb, ub = bounds("QP", problem.lb, problem.ub, n, dtype, f"QP.P of shape {P.shape}")
-    return Dense(P), q, Constraints(Dense(A), b, Dense(G), h, lb, ub)
+    source = f"QP.P of shape {P.shape}"
+    A, b = constraint_block("QP", problem.A, problem.b, ("A", "b"), n, dtype, source, sparse_ok=True)
+    G, h = constraint_block("QP", problem.G, problem.h, ("G", "h"), n, dtype, source, sparse_ok=True)
+    lb, ub = bounds("QP", problem.lb, problem.ub, n, dtype, source)
+    return _operator(P), q, Constraints(_operator(A), b, _operator(G), h, lb, ub)
 
 
-def constraint_block(owner, matrix, rhs, names, n, dtype, source, reference="P"):
-    """Validate one block (matrix, right-hand side) of ``owner``; zero rows if absent."""
+def constraint_block(owner, matrix, rhs, names, n, dtype, source, reference="P", sparse_ok=False):
+    """Validate one block (matrix, right-hand side) of ``owner``; zero rows if absent. With
+    ``sparse_ok`` the matrix may be a ``BCOO`` (returned as :class:`_sparse.Sparse`)."""
     matrix_name, rhs_name = names
     if (matrix is None) != (rhs is None):
         given, missing = (matrix_name, rhs_name) if rhs is None else (rhs_name, matrix_name)
         raise ValueError(f"{owner}.{given} is given but {owner}.{missing} is None: give both or neither")
     if matrix is None:
         return jnp.zeros((0, n), dtype), jnp.zeros((0,), dtype)
-    matrix = _as_float_array(owner, matrix_name, matrix, dtype, reference)
+    matrix = _matrix(owner, matrix_name, matrix, dtype, reference, sparse_ok)
     rhs = _as_float_array(owner, rhs_name, rhs, dtype, reference)
-    if matrix.ndim != 2 or matrix.shape[1] != n:
+    if len(matrix.shape) != 2 or matrix.shape[1] != n:
         raise ValueError(
             f"{owner}.{matrix_name} has shape {matrix.shape}, expected (rows, {n}) (n = {n} from {source})"
         )
@@ -162,7 +201,8 @@ def bounds(owner, lb, ub, n, dtype, source, reference="P") -> tuple[jax.Array, j
     return tuple(checked)
 
 
-def data_gradients(x, lam, nu, q_bar, b_bar, h_bar, lb_bar=None, ub_bar=None, matrices=(True, True, True)) -> QP:
+def data_gradients(x, lam, nu, q_bar, b_bar, h_bar, lb_bar=None, ub_bar=None, matrices=(True, True, True),
+                   operators=(None, None, None)) -> QP:
     """All data gradients from the cotangents of q, b, h (and the bounds)
     (``docs/mathematics.md``, "Gradients of every parameter").
 
@@ -177,17 +217,28 @@ def data_gradients(x, lam, nu, q_bar, b_bar, h_bar, lb_bar=None, ub_bar=None, ma
         lb_bar, ub_bar: ``(n,)`` cotangents of the bounds, or None.
         matrices: whether the gradients of (P, A, G) are wanted (each costs an outer
             product); None for one not wanted.
+        operators: the operators of (P, A, G), or None: a :class:`_sparse.Sparse` one's
+            gradient is the cotangent of its values (the outer products on its pattern).
 
     Returns:
         :class:`QP` of gradients shaped like the data (``P`` symmetric).
     """
     P_bar = A_bar = G_bar = None
     want_P, want_A, want_G = matrices
+    P, A, G = operators
     if q_bar is not None:
         if want_P:
-            P_bar = 0.5 * (jnp.outer(q_bar, x) + jnp.outer(x, q_bar))
+            P_bar = _outer_sum(P, (0.5 * q_bar, x), (0.5 * x, q_bar))
         if b_bar is not None and want_A:
-            A_bar = jnp.outer(lam, q_bar) - jnp.outer(b_bar, x)
+            A_bar = _outer_sum(A, (lam, q_bar), (-b_bar, x))
         if h_bar is not None and want_G:
-            G_bar = jnp.outer(nu, q_bar) - jnp.outer(h_bar, x)
+            G_bar = _outer_sum(G, (nu, q_bar), (-h_bar, x))
     return QP(P_bar, q_bar, A_bar, b_bar, G_bar, h_bar, lb_bar, ub_bar)
+
+
+def _outer_sum(operator, *terms):
+    """Σ u vᵀ over the ``(u, v)`` terms: a dense array, or for a :class:`_sparse.Sparse`
+    ``operator`` its values' cotangent (the sum on its sparsity pattern)."""
+    if isinstance(operator, Sparse):
+        return operator.outer_cotangent(*terms)
+    return sum(jnp.outer(u, v) for u, v in terms)

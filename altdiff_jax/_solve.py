@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
+from jax.experimental import sparse as jsparse
 
 from ._adjoint import AdjointInfo
 from ._batching import is_batched
@@ -25,7 +26,8 @@ from ._objective import QuadraticObjective
 from ._xupdate import make_x_solver
 from ._options import Numerics, Options, Structure, resolve_options
 from ._problem import QP, Constraints, data_gradients, validate_qp
-from ._scaling import Scaling, bound_scale, cost_scaling, ruiz_equilibrate
+from ._scaling import Scaling, bound_scale, cost_scaling, ruiz_equilibrate, ruiz_equilibrate_operators
+from ._sparse import Sparse, is_sparse, stored_entries
 from ._solution import Solution, Status
 from ._strategies import Strategy, strategy_for
 
@@ -52,6 +54,13 @@ factorisation costs about a millisecond or less, and the update's code adds abou
 (a third at n 100) to the compile time; at the paper's Tiny size (n 1500) the update saves
 a fifth of the run, at n 3000 an eighth (measured at n 100–700, where these problems never
 used it, 1500 and 3000: ``benchmarks/results/reusable_factor.md``)."""
+
+SPARSE_POLISH_ATTEMPTS = 0
+"""Polishing stops of a sparse-path problem (``_driver.run``; 0: only after the loop). Its
+polish solves the reduced KKT system by conjugate gradients, and a failed early attempt
+costs far more than the iterations a successful one saves: on the MPC QP at T 1000, 2.7×
+the time with two stops, 12× with one per new active set
+(``benchmarks/results/sparse.md``)."""
 
 EXPLICIT_INVERSE_COLUMNS = 16
 """Carried Jacobian columns from which one problem's x-update keeps H(ρ)⁻¹ explicitly
@@ -120,13 +129,19 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     P, q, A, b, G, h, lb, ub = constants_unfolded(data)
     if isinstance(P, Dense):
         P = Dense(0.5 * (P.matrix + P.matrix.T))
+    elif isinstance(P, Sparse):
+        P = P.symmetric_part()
+    A, G = (op.merged() if isinstance(op, Sparse) else op for op in (A, G))
+    sparse = is_sparse(P, A, G)
     batched, matrices_batched = is_batched(data), is_batched(P, A, G)
     if batched and type(G) is Dense and not matrices_batched:
         # A batch sharing P, A, G (so that the equilibrated G is shared too): polishing's
         # Gram matrices by one product.
         G = SharedDense(G.matrix)
     constraints = Constraints(A, b, G, h, lb, ub)
-    if all(isinstance(op, Dense) for op in (P, A, G)):
+    if sparse:
+        P_hat, q_s, scaled, scaling = ruiz_equilibrate_operators(P, q, constraints, structure.scaling_iterations)
+    elif all(isinstance(op, Dense) for op in (P, A, G)):
         P_hat, q_s, scaled, scaling = ruiz_equilibrate(P, q, constraints, structure.scaling_iterations)
     else:
         scaling = cost_scaling(P, q, b.shape[0], h.shape[0])
@@ -136,6 +151,8 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     # loop (BATCH_POLISH_ATTEMPTS, WHOLE_BATCH_POLISH_ATTEMPTS).
     by_dtype = BATCH_POLISH_ATTEMPTS if lanes_gathered() else WHOLE_BATCH_POLISH_ATTEMPTS
     attempts = None if structured or not batched else by_dtype[q.dtype.itemsize]
+    if sparse:
+        attempts = SPARSE_POLISH_ATTEMPTS
     method = _factorization(structure, batched, matrices_batched, attempts)
     # With exact Jacobians (and polishing) columns are carried only in the rare loop after
     # a failed polish.
@@ -145,7 +162,7 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     status0 = initial_status((P, q, A, b, G, h), constraints)
     # One dense float64 problem: a polishing round reuses a factor for a nearby active set,
     # where factoring anew is dear enough to pay for the larger program.
-    reusable = not (batched or structured or q.dtype == jnp.float32) and q.shape[0] >= REUSABLE_FACTOR_SIZE
+    reusable = not (batched or structured or sparse or q.dtype == jnp.float32) and q.shape[0] >= REUSABLE_FACTOR_SIZE
     return run_objective(structure, objective, scaled, scaling, numerics, init, seeds, status0, (lb, ub), attempts,
                          reusable, early_first_polish=not structured, exact_jacobians=exact_jacobians)
 
@@ -287,23 +304,26 @@ def _solve_qp_fwd(structure, data, numerics, init):
         structure, data, numerics, init, dict(zip(QP._fields, perturbed))
     )
     forward = strategy.residuals(forward)  # keep what bwd needs
+    # A sparse matrix's gradient lives on its pattern: keep its coordinates.
+    sparse = tuple(op if isinstance(op, Sparse) else None for op in (data.P, data.A, data.G))
     # Strategy and flags travel in the residuals' tree structure (a dict key), not as leaves.
-    return forward.solution, ({(strategy, perturbed): (forward, blocks)}, numerics)
+    return forward.solution, ({(strategy, perturbed): (forward, blocks, sparse)}, numerics)
 
 
 def _solve_qp_bwd(structure, residuals, cotangent: Solution):
     by_key, numerics = residuals
-    (((strategy, perturbed), (forward, blocks)),) = by_key.items()
+    (((strategy, perturbed), (forward, blocks, sparse)),) = by_key.items()
     outputs = output_cotangent(cotangent, forward.solution)
     bars, _ = pull_back(strategy, structure, numerics, forward, blocks, outputs)
     wanted = dict(zip(QP._fields, perturbed))
     matrices = (wanted["P"], wanted["A"], wanted["G"])
-    grads = data_gradients(*masked_solution(forward.solution), *bars, matrices=matrices)
+    grads = data_gradients(*masked_solution(forward.solution), *bars, matrices=matrices,
+                           operators=sparse)
     cotangents = []
     for name, grad, wanted in zip(QP._fields, grads, perturbed):
         if not wanted:
             grad = None
-        elif name in ("P", "A", "G"):
+        elif name in ("P", "A", "G") and not isinstance(grad, Sparse):
             grad = Dense(grad)  # structured operators are the layers' constants, never perturbed
         cotangents.append(grad)
     return QP(*cotangents), None, None
@@ -455,9 +475,18 @@ def vjp(
         checked[name] = value
     outputs = output_cotangent(Solution(**checked, info=None), solution)
     bars, info = pull_back(strategy, structure, numerics, forward, blocks, outputs)
-    grads = data_gradients(*masked_solution(solution), *bars)
-    grads = QP(*(None if leaf is None else g for g, leaf in zip(grads, problem)))
+    sparse = tuple(op if isinstance(op, Sparse) else None for op in (data.P, data.A, data.G))
+    grads = data_gradients(*masked_solution(solution), *bars, operators=sparse)
+    grads = QP(*(None if leaf is None else as_user_gradient(g, leaf) for g, leaf in zip(grads, problem)))
     return solution, grads, info
+
+
+def as_user_gradient(gradient, leaf):
+    """A gradient shaped as the user's leaf: a BCOO leaf's is a BCOO of its values'
+    gradients at its own indices."""
+    if isinstance(gradient, Sparse):
+        return jsparse.BCOO((jnp.where(stored_entries(leaf), gradient.data, 0.0), leaf.indices), shape=leaf.shape)
+    return gradient
 
 
 def _checked_tangent(name: str, tangent, value: jax.Array) -> jax.Array:
@@ -510,6 +539,8 @@ def jvp(
     """
     problem = _not_differentiable("jvp", problem)
     data, numerics, z0, options = _prepare(problem, options, init)
+    if is_sparse(data.P, data.A, data.G):
+        raise ValueError("jvp takes dense P, A, G; for a problem with sparse matrices use jax.grad, vjp or jacobians")
     if not isinstance(tangents, QP):
         raise ValueError(f"tangents must be an altdiff_jax.QP, got {type(tangents).__name__}")
     for name in ("lb", "ub"):

@@ -110,12 +110,15 @@ class KKT(Strategy):
     def cotangents(self, structure, numerics, forward, blocks, cotangent):
         solution, z = forward.solution, forward.z
         scaled_cotangent = _scaled_cotangent(forward, cotangent)
-        sigma_bar = kkt_vjp(forward.objective, forward.constraints, z, solution.info.rho, numerics.tol,
-                            scaled_cotangent, solution.info.polished, forward.polished_system)
+        sigma_bar, change = kkt_vjp(forward.objective, forward.constraints, z, solution.info.rho, numerics.tol,
+                                    scaled_cotangent, solution.info.polished, forward.polished_system)
         finite = jnp.all(jnp.isfinite(sigma_bar.grad))
+        # A solve whose refinement did not settle to the tolerance (the sparse path's
+        # inexact solves on an ill-conditioned system) is reported as truncated.
+        settled = change <= numerics.tol
         info = AdjointInfo(
-            jnp.where(finite, Status.SOLVED, Status.NONFINITE).astype(jnp.int32),
-            jnp.int32(0), jnp.zeros((), z.x.dtype),
+            jnp.where(finite, jnp.where(settled, Status.SOLVED, Status.MAX_ITER), Status.NONFINITE).astype(jnp.int32),
+            jnp.int32(0), change.astype(z.x.dtype),
         )
         return list(forward.scaling.parameter_cotangents(sigma_bar)), info
 

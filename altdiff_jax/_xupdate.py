@@ -2,16 +2,17 @@
 solvers that follow ρ, chosen in one place (:func:`make_x_solver`).
 
 C = w·AᵀA + GᵀG + diag(f) is the constraints' part (f: the bounded variables, w: the
-equality rows' weight). Three solvers implement :class:`XSolver`:
+equality rows' weight). Four solvers implement :class:`XSolver`:
 
 * :class:`StructuredSolver`: P diagonal, at most one equality row, no G: diagonal plus
   rank one, O(n) at any ρ (the sparsemax and softmax layers);
 * :class:`EigenSolver`: one generalised eigen-decomposition that serves every ρ (a batch
   whose lanes adapt ρ each on their own);
-* :class:`CholeskySolver`: a Cholesky factor at the current ρ, recomputed when ρ changes.
+* :class:`CholeskySolver`: a Cholesky factor at the current ρ, recomputed when ρ changes;
+* :class:`IterativeSolver`: conjugate gradients on the operators' products (the sparse
+  path: nothing assembled, nothing refactored when ρ changes).
 
-A new operator type (sparse, matrix-free) needs a solver here and a branch of
-:func:`make_x_solver`; the loop calls ``solve(rhs, rho)`` and ``at_rho``, reads
+A new operator type needs a solver here and a branch of :func:`make_x_solver`; the loop calls ``solve(rhs, rho)`` and ``at_rho``, reads
 ``rho_dependent``, and polishing asks for ``gram()``.
 """
 
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 from ._batching import computed_where
 from ._linalg import Cholesky, Dense, DiagonalPlusRankOne, EigenFactor, ExplicitInverse, Operator, RowVector, structured
 from ._problem import Constraints
+from ._sparse import CGSettings, conjugate_gradients, is_sparse, system_diagonal, system_matvec
 
 EQUALITY_WEIGHT = 1.0
 """ρ of the equality rows of a general (dense) problem relative to ρ. OSQP's 1e3 solves
@@ -48,8 +50,9 @@ class XSolver(Protocol):
 
     rho_dependent: bool
 
-    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
-        """H(ρ)⁻¹ rhs for ``rhs (n,)`` or ``(n, k)``, at the loop's current ρ."""
+    def solve(self, rhs: jax.Array, rho: jax.Array, guess: Optional[jax.Array] = None) -> jax.Array:
+        """H(ρ)⁻¹ rhs for ``rhs (n,)`` or ``(n, k)``, at the loop's current ρ; an iterative
+        solver starts from ``guess`` (the last iterate), a factorisation ignores it."""
         ...
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "XSolver":
@@ -81,7 +84,7 @@ class EigenSolver(NamedTuple):
     c: jax.Array
     rho_dependent = False
 
-    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+    def solve(self, rhs: jax.Array, rho: jax.Array, guess: Optional[jax.Array] = None) -> jax.Array:
         return self.factor.solve(rhs, self.c, rho)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "EigenSolver":
@@ -107,8 +110,8 @@ class CholeskySolver(NamedTuple):
     C: jax.Array
     rho_dependent = True
 
-    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
-        del rho  # the factor is kept at the current ρ by at_rho
+    def solve(self, rhs: jax.Array, rho: jax.Array, guess: Optional[jax.Array] = None) -> jax.Array:
+        del rho, guess  # the factor is kept at the current ρ by at_rho
         return self.factor.solve(rhs)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "CholeskySolver":
@@ -139,10 +142,54 @@ class StructuredSolver(NamedTuple):
     w: jax.Array
     rho_dependent = False
 
-    def solve(self, rhs: jax.Array, rho: jax.Array) -> jax.Array:
+    def solve(self, rhs: jax.Array, rho: jax.Array, guess: Optional[jax.Array] = None) -> jax.Array:
         return DiagonalPlusRankOne(self.diagonal + rho * self.f, self.v, rho * self.w).solve(rhs)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "StructuredSolver":
+        return self
+
+    def gram(self) -> None:
+        return None
+
+
+X_UPDATE_CG = {4: CGSettings(1e-6, 500), 8: CGSettings(1e-10, 1000)}
+"""By item size, the conjugate-gradient settings of the sparse path's x-update
+(:class:`IterativeSolver`), warm-started from the last iterate."""
+
+
+class IterativeSolver(NamedTuple):
+    """H(ρ)⁻¹ by conjugate gradients on the products of P̂, A and G, preconditioned by
+    H(ρ)'s diagonal (the sparse path: nothing is assembled, nothing refactors when ρ
+    changes).
+
+    Attributes:
+        P_hat: the equilibrated P (before the cost scale c).
+        c, sigma: the cost scale and the proximal weight.
+        constraints: the (scaled) constraints.
+        w: ``(p,)`` the equality rows' weight.
+        f: ``(n,)`` the bound block's weights (zeros without bounds).
+    """
+
+    P_hat: Operator
+    c: jax.Array
+    sigma: jax.Array
+    constraints: Constraints
+    w: jax.Array
+    f: jax.Array
+    rho_dependent = False
+
+    def _system(self, rho):
+        A, G = self.constraints.A, self.constraints.G
+        d = self.c * self.sigma + rho * self.f
+        return (self.P_hat.times(self.c), jnp.broadcast_to(d, self.f.shape), A, rho * self.w, G,
+                jnp.full((G.shape[0],), rho, self.f.dtype))
+
+    def solve(self, rhs: jax.Array, rho: jax.Array, guess: Optional[jax.Array] = None) -> jax.Array:
+        system = self._system(rho)
+        settings = X_UPDATE_CG[jnp.dtype(rhs.dtype).itemsize]
+        return conjugate_gradients(system_matvec(*system), rhs, 1.0 / system_diagonal(*system), settings, guess)
+
+    def at_rho(self, rho: jax.Array, changed: jax.Array) -> "IterativeSolver":
         return self
 
     def gram(self) -> None:
@@ -171,6 +218,9 @@ def make_x_solver(
         v = A.v if isinstance(A, RowVector) else jnp.zeros((n,), dtype)
         w = jnp.asarray(equality_weight(A) if isinstance(A, RowVector) else 0.0, dtype)  # 1 for the row
         return StructuredSolver(c * (P_hat.diagonal + sigma), f, v, w)
+    if is_sparse(P_hat, A, constraints.G):
+        w = jnp.full((A.shape[0],), equality_weight(A), dtype)
+        return IterativeSolver(P_hat, c, sigma, constraints, w, bound_diagonal(constraints))
     C = constraint_gram(constraints, dtype)
     shifted = P_hat.dense() + sigma * jnp.eye(n, dtype=dtype)
     if method == "eigen":

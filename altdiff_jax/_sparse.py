@@ -1,0 +1,269 @@
+"""Sparse matrices and the matrix-free solves of the sparse path.
+
+A problem whose P, A or G is a ``jax.experimental.sparse.BCOO`` matrix runs on the sparse
+path: every matrix is a :class:`Sparse` operator (coordinates and values, O(nnz) memory),
+and no system is ever assembled. The linear systems of the engine, all of the form
+
+    M = P + diag(d) + Aᵀ diag(w_A) A + Gᵀ diag(w_G) G          (``_linalg``, (*))
+
+are solved by conjugate gradients on their products (:func:`conjugate_gradients`: a
+preconditioned iteration of our own in a ``lax.while_loop``, wrapped in
+``jax.lax.custom_linear_solve`` so that reverse mode through it, as the adjoint pullback
+takes it, is a solve with the same operator; it reports its step count, which
+``jax.scipy.sparse.linalg.cg`` does not, and needs no dependency beyond JAX),
+preconditioned by M's diagonal (Jacobi, :func:`system_diagonal`): the ADMM x-update (``_xupdate.IterativeSolver``), and the
+normal matrix of the reduced KKT system of polishing and of the ``kkt`` pullback
+(:class:`NormalCG`), whose regularisation is then larger (``_kkt.regularization``) and
+whose error iterative refinement removes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse as jsparse
+
+from ._linalg import BoundRows
+
+
+def _columns(vector: jax.Array, like: jax.Array) -> jax.Array:
+    return vector if like.ndim == 1 else vector[:, None]
+
+
+@jax.tree_util.register_pytree_node_class
+class Sparse:
+    """A sparse ``(rows, n)`` matrix by coordinates: entry k is ``data[k]`` at
+    ``(row[k], column[k])``; repeated coordinates add up. Products are a gather and a
+    segment sum, O(nnz) per column.
+
+    A pytree whose leaves are the values and the coordinates (the shape is static), so a
+    batch of matrices with one sparsity pattern is a ``vmap`` over ``data`` alone.
+    """
+
+    def __init__(self, data: jax.Array, row: jax.Array, column: jax.Array, shape: tuple[int, int]):
+        self.data, self.row, self.column = data, row, column
+        self.shape = tuple(int(s) for s in shape)
+
+    def tree_flatten(self):
+        return (self.data, self.row, self.column), self.shape
+
+    @classmethod
+    def tree_unflatten(cls, shape, children):
+        return cls(*children, shape)
+
+    @classmethod
+    def from_bcoo(cls, matrix: jsparse.BCOO) -> "Sparse":
+        """The matrix of a 2-D ``BCOO`` without batch or dense dimensions."""
+        return cls(matrix.data, matrix.indices[:, 0], matrix.indices[:, 1], matrix.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def mv(self, x: jax.Array) -> jax.Array:
+        """M x, for ``x (n,)`` or ``(n, k)``."""
+        return jax.ops.segment_sum(_columns(self.data, x) * x[self.column], self.row, num_segments=self.shape[0])
+
+    def rmv(self, y: jax.Array) -> jax.Array:
+        """Mᵀ y, for ``y (rows,)`` or ``(rows, k)``."""
+        return jax.ops.segment_sum(_columns(self.data, y) * y[self.row], self.column, num_segments=self.shape[1])
+
+    def merged(self) -> "Sparse":
+        """The same matrix with one entry per coordinate (repeated coordinates summed), so
+        that entry-wise norms and squares are the matrix's. The number of entries stays
+        static: the slots left over hold zeros at (0, 0)."""
+        size = self.data.shape[0]
+        if size == 0:
+            return self
+        order = jnp.lexsort((self.column, self.row))
+        row, column = self.row[order], self.column[order]
+        new = (row[1:] != row[:-1]) | (column[1:] != column[:-1])
+        slot = jnp.cumsum(jnp.concatenate([jnp.ones((1,), jnp.int32), new.astype(jnp.int32)])) - 1
+        summed = jax.ops.segment_sum(self.data[order], slot, num_segments=size)
+        row = jnp.zeros((size,), row.dtype).at[slot].set(row)
+        column = jnp.zeros((size,), column.dtype).at[slot].set(column)
+        return Sparse(summed, row, column, self.shape)
+
+    def symmetric_part(self) -> "Sparse":
+        """(M + Mᵀ)/2, merged (:meth:`merged`): P enters every system through it."""
+        half = 0.5 * self.data
+        both = Sparse(jnp.concatenate([half, half]), jnp.concatenate([self.row, self.column]),
+                      jnp.concatenate([self.column, self.row]), self.shape)
+        return both.merged()
+
+    def diagonal(self) -> jax.Array:
+        """``(n,)`` the diagonal of a square matrix."""
+        on_diagonal = jnp.where(self.row == self.column, self.data, 0.0)
+        return jax.ops.segment_sum(on_diagonal, self.row, num_segments=self.shape[0])
+
+    def weighted_column_squares(self, w: jax.Array) -> jax.Array:
+        """``(n,)`` the diagonal of Mᵀ diag(w) M (exact when no two entries share a
+        coordinate)."""
+        return jax.ops.segment_sum(w[self.row] * self.data**2, self.column, num_segments=self.shape[1])
+
+    def scale(self, rows: jax.Array, columns: jax.Array) -> "Sparse":
+        """diag(rows) M diag(columns)."""
+        return Sparse(rows[self.row] * self.data * columns[self.column], self.row, self.column, self.shape)
+
+    def times(self, factor: jax.Array) -> "Sparse":
+        """factor · M for a scalar factor."""
+        return Sparse(factor * self.data, self.row, self.column, self.shape)
+
+    def column_norms(self) -> jax.Array:
+        """``(n,)`` the ∞-norm of each column."""
+        return jax.ops.segment_max(jnp.abs(self.data), self.column, num_segments=self.shape[1],
+                                   indices_are_sorted=False).clip(0.0)
+
+    def row_norms(self) -> jax.Array:
+        """``(rows,)`` the ∞-norm of each row."""
+        return jax.ops.segment_max(jnp.abs(self.data), self.row, num_segments=self.shape[0]).clip(0.0)
+
+    def outer_cotangent(self, *terms: tuple[jax.Array, jax.Array]) -> "Sparse":
+        """The cotangent of this matrix (as the pytree it is) for a loss whose gradient with
+        respect to the dense matrix is Σ u vᵀ over the ``(u, v)`` terms: that sum on the
+        sparsity pattern, and no cotangent for the coordinates."""
+        data = sum(u[self.row] * v[self.column] for u, v in terms)
+        return Sparse(data, _no_tangent(self.row), _no_tangent(self.column), self.shape)
+
+    def all_finite(self) -> jax.Array:
+        return jnp.all(jnp.isfinite(self.data))
+
+    def dense(self):
+        raise TypeError("a sparse operator is never formed densely: the sparse path is matrix-free")
+
+    def weighted_gram(self, w):
+        raise TypeError("a sparse operator's Gram matrix is never formed: the sparse path is matrix-free")
+
+
+def stored_entries(matrix: jsparse.BCOO) -> jax.Array:
+    """``(nse,)`` which entries of a 2-D BCOO are in range: BCOO pads with out-of-range
+    coordinates, whose entries hold nothing (and get no gradient)."""
+    row, column = matrix.indices[:, 0], matrix.indices[:, 1]
+    return (row >= 0) & (row < matrix.shape[0]) & (column >= 0) & (column < matrix.shape[1])
+
+
+def _no_tangent(indices: jax.Array):
+    """The cotangent of an integer leaf (JAX's ``float0`` zeros)."""
+    return np.zeros(indices.shape, dtype=jax.dtypes.float0)
+
+
+def is_sparse(*operators) -> bool:
+    """Whether any of ``operators`` is :class:`Sparse` (the problem runs on the sparse path)."""
+    return any(isinstance(op, Sparse) for op in operators)
+
+
+def column_squares(op, w: jax.Array) -> jax.Array:
+    """``(n,)`` the diagonal of Mᵀ diag(w) M, for the operators a sparse-path problem may
+    mix: :class:`Sparse`, a dense block, the bound block (the identity)."""
+    if isinstance(op, Sparse):
+        return op.weighted_column_squares(w)
+    if isinstance(op, BoundRows):
+        return op.rmv(w)
+    return jnp.sum(w[:, None] * op.dense() ** 2, axis=0)
+
+
+def diagonal_of(P) -> jax.Array:
+    """``(n,)`` the diagonal of a square operator."""
+    if isinstance(P, Sparse):
+        return P.diagonal()
+    if hasattr(P, "diagonal") and not callable(P.diagonal):
+        return P.diagonal
+    return jnp.diagonal(P.dense())
+
+
+class CGSettings(NamedTuple):
+    """How far conjugate gradients run: ``tol`` on ‖M x − b‖ relative to ‖b‖, at most
+    ``max_iter`` steps."""
+
+    tol: float
+    max_iter: int
+
+
+def _pcg(matvec, rhs: jax.Array, inverse_diagonal: jax.Array, settings: CGSettings, guess: jax.Array):
+    """Preconditioned conjugate gradients from ``guess``: ``(x, steps)``. The columns of a
+    block ``(n, k)`` are k independent solves (step sizes per column) sharing each
+    product with M, until the last one meets the tolerance."""
+    def precondition(r):
+        return _columns(inverse_diagonal, r) * r
+
+    def dot(u, v):
+        return jnp.sum(u * v, axis=0)
+
+    rhs_norm = jnp.sqrt(dot(rhs, rhs))
+    guess = jnp.where(rhs_norm > 0, guess, 0.0)  # M x = 0 is solved by x = 0
+    r = rhs - matvec(guess)
+    z = precondition(r)
+    threshold = jnp.square(settings.tol * rhs_norm)
+
+    def going(state):
+        _, r, _, _, steps = state
+        return jnp.any(dot(r, r) > threshold) & (steps < settings.max_iter)
+
+    def step(state):
+        x, r, z, direction, steps = state
+        rz = dot(r, z)
+        product = matvec(direction)
+        curvature = dot(direction, product)
+        alpha = jnp.where(curvature > 0, rz / curvature, 0.0)
+        x = x + alpha * direction
+        r_new = r - alpha * product
+        z_new = precondition(r_new)
+        beta = jnp.where(rz > 0, dot(r_new, z_new) / rz, 0.0)
+        return x, r_new, z_new, z_new + beta * direction, steps + 1
+
+    x, _, _, _, steps = jax.lax.while_loop(going, step, (guess, r, z, z, jnp.int32(0)))
+    return x, steps
+
+
+def conjugate_gradients(matvec, rhs: jax.Array, inverse_diagonal: jax.Array, settings: CGSettings,
+                        guess=None) -> jax.Array:
+    """M⁻¹ rhs by Jacobi-preconditioned conjugate gradients (``rhs (n,)`` or ``(n, k)``),
+    from ``guess`` (zero by default), to ``settings.tol`` relative to ‖rhs‖.
+
+    A linear solve to JAX (``jax.lax.custom_linear_solve``, M symmetric): reverse mode
+    through it (the adjoint pullback) solves with M again instead of differentiating the
+    iterations."""
+    start = jnp.zeros_like(rhs) if guess is None else guess
+
+    def solve(matvec, b):
+        return _pcg(matvec, b, inverse_diagonal, settings, jax.lax.stop_gradient(start))[0]
+
+    return jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
+
+
+def system_matvec(P, d: jax.Array, A, w_A: jax.Array, G, w_G: jax.Array):
+    """v ↦ (P + diag(d) + Aᵀdiag(w_A)A + Gᵀdiag(w_G)G) v, matrix-free."""
+    def matvec(v):
+        return (P.mv(v) + _columns(d, v) * v + A.rmv(_columns(w_A, v) * A.mv(v))
+                + G.rmv(_columns(w_G, v) * G.mv(v)))
+    return matvec
+
+
+def system_diagonal(P, d: jax.Array, A, w_A: jax.Array, G, w_G: jax.Array) -> jax.Array:
+    """``(n,)`` the diagonal of (*), the Jacobi preconditioner."""
+    return diagonal_of(P) + d + column_squares(A, w_A) + column_squares(G, w_G)
+
+
+NORMAL_CG = {4: CGSettings(1e-4, 2000), 8: CGSettings(1e-6, 5000)}
+"""By item size, the conjugate-gradient settings of a :class:`NormalCG` solve: iterative
+refinement of the reduced KKT system measures and removes what they leave."""
+
+
+class NormalCG(NamedTuple):
+    """(*) solved by conjugate gradients on its products: the normal matrix of the reduced
+    KKT system on the sparse path. A :class:`_linalg.LinearSolver`."""
+
+    P: object
+    d: jax.Array
+    A: object
+    w_A: jax.Array
+    G: object
+    w_G: jax.Array
+
+    def solve(self, rhs: jax.Array) -> jax.Array:
+        matvec = system_matvec(*self)
+        inverse_diagonal = 1.0 / system_diagonal(*self)
+        return conjugate_gradients(matvec, rhs, inverse_diagonal, NORMAL_CG[jnp.dtype(rhs.dtype).itemsize])
