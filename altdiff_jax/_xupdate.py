@@ -152,9 +152,11 @@ class StructuredSolver(NamedTuple):
         return None
 
 
-X_UPDATE_CG = {4: CGSettings(1e-6, 500), 8: CGSettings(1e-10, 1000)}
+X_UPDATE_CG = {4: CGSettings(1e-6, 500), 8: CGSettings(1e-8, 1000)}
 """By item size, the conjugate-gradient settings of the sparse path's x-update
-(:class:`IterativeSolver`), warm-started from the last iterate."""
+(:class:`IterativeSolver`), warm-started from the last iterate. In float64 1e-8 against
+1e-10: the same ADMM iterations within 1% on the MPC QP; 1e-6 adds 60% of them
+(``benchmarks/results/sparse.md``)."""
 
 
 class IterativeSolver(NamedTuple):
