@@ -36,8 +36,9 @@ class AdjointInfo(NamedTuple):
         iterations: int32 ``()``, transposed iterations run (0 for ``"kkt"``; the forward
             loop's for ``"altdiff"``, whose Jacobians converged in it).
         change: ``()``, the largest ``‖w_k − w_{k−1}‖∞ / (1 + ‖w_k‖∞)`` over the blocks
-            (for ``"kkt"``: the relative size of the last refinement correction of its
-            solve; ``MAX_ITER`` when it is above ``Options.tol``).
+            (for ``"kkt"`` on the sparse path: the relative size of the last refinement
+            correction of its solve, ``MAX_ITER`` when it is above ``Options.tol``; 0
+            with a factorised solve).
     """
 
     status: jax.Array

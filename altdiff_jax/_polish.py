@@ -101,7 +101,8 @@ def _solved(objective, constraints, x: jax.Array, y: KKTVector, active: ActiveSe
     constant, ``_solve._forward``) serves a round after the ``first`` if its base is near
     ``active`` (``ReducedKKT.reusable``), unless the refinement with it does not reach
     ``STALL_FLOOR`` (the Woodbury update lost accuracy): then, as when it cannot serve, the
-    system is factored anew. The fresh factorisation is traced once, after both tests."""
+    system is factored anew: at most two attempts, in one loop whose body traces the
+update and the fresh factorisation once, as the two branches of one ``lax.cond``."""
     A, b, G, h, lb, ub = constraints
     H = objective.hessian_operator(x)
     bound_target = jnp.where(active.upper, ub, jnp.where(active.lower, lb, 0.0))

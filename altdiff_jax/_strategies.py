@@ -113,8 +113,8 @@ class KKT(Strategy):
         sigma_bar, change = kkt_vjp(forward.objective, forward.constraints, z, solution.info.rho, numerics.tol,
                                     scaled_cotangent, solution.info.polished, forward.polished_system)
         finite = jnp.all(jnp.isfinite(sigma_bar.grad))
-        # A solve whose refinement did not settle to the tolerance (the sparse path's
-        # inexact solves on an ill-conditioned system) is reported as truncated.
+        # On the sparse path, a solve whose refinement did not settle to the tolerance
+        # (inexact solves on an ill-conditioned system) is reported as truncated.
         settled = change <= numerics.tol
         info = AdjointInfo(
             jnp.where(finite, jnp.where(settled, Status.SOLVED, Status.MAX_ITER), Status.NONFINITE).astype(jnp.int32),
