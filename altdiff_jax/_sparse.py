@@ -26,11 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
 
-from ._linalg import BoundRows
-
-
-def _columns(vector: jax.Array, like: jax.Array) -> jax.Array:
-    return vector if like.ndim == 1 else vector[:, None]
+from ._linalg import BoundRows, _columns
 
 
 @jax.tree_util.register_pytree_node_class

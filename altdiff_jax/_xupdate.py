@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from ._batching import computed_where
 from ._linalg import Cholesky, Dense, DiagonalPlusRankOne, EigenFactor, ExplicitInverse, Operator, RowVector, structured
 from ._problem import Constraints
-from ._sparse import CGSettings, conjugate_gradients, is_sparse, system_diagonal, system_matvec
+from ._sparse import CGSettings, column_squares, conjugate_gradients, diagonal_of, is_sparse, system_matvec
 
 EQUALITY_WEIGHT = 1.0
 """ρ of the equality rows of a general (dense) problem relative to ρ. OSQP's 1e3 solves
@@ -170,6 +170,9 @@ class IterativeSolver(NamedTuple):
         constraints: the (scaled) constraints.
         w: ``(p,)`` the equality rows' weight.
         f: ``(n,)`` the bound block's weights (zeros without bounds).
+        cost_diagonal: ``(n,)`` the diagonal of c(P̂ + σI), and
+        constraint_diagonal: ``(n,)`` the diagonal of C: H(ρ)'s diagonal, the
+            preconditioner, is their sum at ρ (formed once, outside the loop).
     """
 
     P_hat: Operator
@@ -178,18 +181,23 @@ class IterativeSolver(NamedTuple):
     constraints: Constraints
     w: jax.Array
     f: jax.Array
+    cost_diagonal: jax.Array
+    constraint_diagonal: jax.Array
     rho_dependent = False
 
-    def _system(self, rho):
-        A, G = self.constraints.A, self.constraints.G
-        d = self.c * self.sigma + rho * self.f
-        return (self.P_hat.times(self.c), jnp.broadcast_to(d, self.f.shape), A, rho * self.w, G,
-                jnp.full((G.shape[0],), rho, self.f.dtype))
+    @classmethod
+    def build(cls, P_hat: Operator, c, sigma, constraints: Constraints, w, f) -> "IterativeSolver":
+        G = constraints.G
+        constraint_diagonal = f + column_squares(constraints.A, w) + column_squares(G, jnp.ones((G.shape[0],), f.dtype))
+        return cls(P_hat, c, sigma, constraints, w, f, c * (diagonal_of(P_hat) + sigma), constraint_diagonal)
 
     def solve(self, rhs: jax.Array, rho: jax.Array, guess: Optional[jax.Array] = None) -> jax.Array:
-        system = self._system(rho)
+        A, G = self.constraints.A, self.constraints.G
+        matvec = system_matvec(self.P_hat.times(self.c), self.c * self.sigma + rho * self.f, A, rho * self.w, G,
+                               jnp.full((G.shape[0],), rho, self.f.dtype))
         settings = X_UPDATE_CG[jnp.dtype(rhs.dtype).itemsize]
-        return conjugate_gradients(system_matvec(*system), rhs, 1.0 / system_diagonal(*system), settings, guess)
+        inverse_diagonal = 1.0 / (self.cost_diagonal + rho * self.constraint_diagonal)
+        return conjugate_gradients(matvec, rhs, inverse_diagonal, settings, guess)
 
     def at_rho(self, rho: jax.Array, changed: jax.Array) -> "IterativeSolver":
         return self
@@ -222,7 +230,7 @@ def make_x_solver(
         return StructuredSolver(c * (P_hat.diagonal + sigma), f, v, w)
     if is_sparse(P_hat, A, constraints.G):
         w = jnp.full((A.shape[0],), equality_weight(A), dtype)
-        return IterativeSolver(P_hat, c, sigma, constraints, w, bound_diagonal(constraints))
+        return IterativeSolver.build(P_hat, c, sigma, constraints, w, bound_diagonal(constraints))
     C = constraint_gram(constraints, dtype)
     shifted = P_hat.dense() + sigma * jnp.eye(n, dtype=dtype)
     if method == "eigen":
