@@ -54,6 +54,9 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 #   the whole-matrix triangular solves;
 # * ``_cholesky``: on CPU the Cholesky primitive itself (no zeroing of the upper
 #   triangle); elsewhere ``jax.lax.linalg.cholesky``;
+# * ``symmetric_transpose_times``: on CPU, Gram matrices from order
+#   ``TRANSPOSED_GRAM_FROM`` multiply transposed copies of their operands; elsewhere the
+#   product as written;
 # * ``gathered_lanes``: how many lanes of a vmapped batch ``_batching.computed_where``
 #   computes at a time: on CPU, where the work grows with the lanes, an eighth of the batch;
 #   elsewhere the whole batch, every lane computing when one asks, as before gathering was
@@ -129,6 +132,12 @@ first call's compilation by about a tenth, which the run time they save pays bac
 few calls at n 3000 but only after dozens at n 1500 (``benchmarks/results/gram_slabs.md``)."""
 
 
+TRANSPOSED_GRAM_FROM = 256
+"""Order from which :func:`symmetric_transpose_times` multiplies transposed copies of its
+operands: XLA on CPU contracts two matrices along their first axes at about half the
+speed (0.55x at n 1500: ``benchmarks/results/gram_layout.md``)."""
+
+
 def symmetric_transpose_times(matrix: jax.Array, weighted: jax.Array) -> jax.Array:
     """``matrixᵀ weighted`` (``(n, n)``) for two ``(rows, n)`` matrices whose product is
     symmetric (``weighted = diag(w) matrix``: a Gram matrix).
@@ -138,8 +147,12 @@ def symmetric_transpose_times(matrix: jax.Array, weighted: jax.Array) -> jax.Arr
     about (1 + 1/s)/2 of the whole product's flops for s slabs) and the rest is filled in
     by transposing them; XLA has no symmetric rank-k product to call."""
     n = matrix.shape[-1]
-    if n < GRAM_SLABS_FROM:
+    if n < GRAM_SLABS_FROM and (n < TRANSPOSED_GRAM_FROM or not on_cpu()):
         return transpose_times(matrix, weighted)
+    if n < GRAM_SLABS_FROM:
+        # The barrier keeps XLA from folding the transposes back into the product.
+        left, right = jax.lax.optimization_barrier((matrix.T, weighted.T))
+        return left @ right.T
     width = -(-n // GRAM_SLABS)
     starts = list(range(0, n, width))
     left, right = matrix.T, weighted.T  # (n, rows): each slab's rows contiguous

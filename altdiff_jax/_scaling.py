@@ -141,33 +141,36 @@ def ruiz_equilibrate(
     """
     A, b, G, h, lb, ub = constraints
     P_dense, A_dense, G_dense = P.dense(), A.dense(), G.dense()
-    p = A_dense.shape[0]
-    M = jnp.concatenate([A_dense, G_dense], axis=0)
     dtype = P_dense.dtype
-    D = jnp.ones(q.shape, dtype)
-    E = jnp.ones(M.shape[:1], dtype)
     tiny = jnp.finfo(dtype).tiny ** 0.25
+    # The entries' magnitudes once; each step reduces them against the scales so far
+    # (|d_i K_ij d_j| = d_i |K_ij| d_j), without forming the scaled matrices. P is
+    # symmetric, so its column norms are its row norms, reduced along contiguous rows.
+    abs_P, abs_A, abs_G = jnp.abs(P_dense), jnp.abs(A_dense), jnp.abs(G_dense)
 
-    def ruiz_step(_, scales):
-        D, E = scales
-        P_s = D[:, None] * P_dense * D[None, :]
-        M_s = E[:, None] * M * D[None, :]
-        column_norms = jnp.maximum(jnp.max(jnp.abs(P_s), axis=0), jnp.max(jnp.abs(M_s), axis=0, initial=0.0))
-        row_norms = jnp.max(jnp.abs(M_s), axis=1, initial=0.0)
+    def step_factor(norms):
         # An all-zero column (a variable in no constraint and with no curvature) or row
         # keeps its scale.
-        D = D * jnp.where(column_norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(column_norms, tiny)), *_CLIP), 1.0)
-        E = E * jnp.where(row_norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(row_norms, tiny)), *_CLIP), 1.0)
-        return D, E
+        return jnp.where(norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(norms, tiny)), *_CLIP), 1.0)
+
+    def ruiz_step(_, scales):
+        D, E_A, E_G = scales
+        column_norms = D * jnp.maximum(
+            jnp.max(abs_P * D[None, :], axis=1),
+            jnp.maximum(jnp.max(abs_A * E_A[:, None], axis=0, initial=0.0),
+                        jnp.max(abs_G * E_G[:, None], axis=0, initial=0.0)))
+        rows_A = E_A * jnp.max(abs_A * D[None, :], axis=1, initial=0.0)
+        rows_G = E_G * jnp.max(abs_G * D[None, :], axis=1, initial=0.0)
+        return D * step_factor(column_norms), E_A * step_factor(rows_A), E_G * step_factor(rows_G)
 
     # A loop, not unrolled: one copy of the step in the compiled program.
-    D, E = jax.lax.fori_loop(0, iterations, ruiz_step, (D, E)) if iterations else (D, E)
+    scales = (jnp.ones(q.shape, dtype), jnp.ones(b.shape, dtype), jnp.ones(h.shape, dtype))
+    D, E_A, E_G = jax.lax.fori_loop(0, iterations, ruiz_step, scales) if iterations else scales
     P_hat = D[:, None] * P_dense * D[None, :]
     c = jnp.asarray(1.0, dtype)
     if iterations:
-        cost_norm = jnp.maximum(jnp.mean(jnp.max(jnp.abs(P_hat), axis=0)), jnp.max(jnp.abs(D * q)))
+        cost_norm = jnp.maximum(jnp.mean(D * jnp.max(abs_P * D[None, :], axis=1)), jnp.max(jnp.abs(D * q)))
         c = jnp.where(cost_norm > 0, jnp.clip(1.0 / jnp.maximum(cost_norm, tiny), *_CLIP), 1.0)
-    E_A, E_G = E[:p], E[p:]
     D_B = bound_scale(D, lb)
     scaled = Constraints(A.scale(E_A, D), E_A * b, G.scale(E_G, D), E_G * h, lb / D_B, ub / D_B)
     return Dense(P_hat), c * D * q, scaled, Scaling(D, E_A, E_G, c)

@@ -1,14 +1,16 @@
 """A large Gram matrix MᵀM by row slabs against the whole product: the measurement behind
 ``altdiff_jax._linalg``'s ``GRAM_SLABS`` and ``GRAM_SLABS_FROM``.
 
-Run ``python benchmarks/experiments/gram_slabs.py [--slabs 1 3 4 6 8] [--repeats 7]``;
+Run ``python benchmarks/experiments/gram_slabs.py [--slabs 0 1 3 4 6 8] [--repeats 7]``;
 writes ``benchmarks/results/gram_slabs.md``.
 
 Each case is the Gram matrix of the paper's constraint rows [A; G] (``(p + m) × n``, dense)
 at Tiny, Small and Medium, as the x-update and polishing form it, in one jitted function,
 float64, under the default threading. ``_linalg.symmetric_transpose_times`` with s slabs
 multiplies only the row slabs on and above the diagonal (s matrix products, about
-(1 + 1/s)/2 of the flops) and transposes them into the rest; 1 slab is the whole product.
+(1 + 1/s)/2 of the flops) and transposes them into the rest; 1 slab is the whole product
+contracted along the matrices' first axes, 0 slabs the whole product of transposed copies
+(``TRANSPOSED_GRAM_FROM``).
 Timed side by side, best of ``--repeats`` interleaved runs; the largest difference from the
 whole product is reported too.
 
@@ -49,6 +51,13 @@ def _by_slabs(slabs: int):
     def gram(M):
         if slabs == 1:
             return _linalg.transpose_times(M, M)
+        if slabs == 0:  # the whole product of transposed copies
+            defaults = _linalg.TRANSPOSED_GRAM_FROM, _linalg.GRAM_SLABS_FROM
+            _linalg.TRANSPOSED_GRAM_FROM, _linalg.GRAM_SLABS_FROM = 0, sys.maxsize
+            try:
+                return _linalg.symmetric_transpose_times(M, M)
+            finally:
+                _linalg.TRANSPOSED_GRAM_FROM, _linalg.GRAM_SLABS_FROM = defaults
         defaults = _linalg.GRAM_SLABS, _linalg.GRAM_SLABS_FROM
         _linalg.GRAM_SLABS, _linalg.GRAM_SLABS_FROM = slabs, 0  # read at trace time; slabs at every size
         try:
@@ -68,7 +77,7 @@ def case(name: str, slabs: list, repeats: int) -> list:
     whole = compiled[1](M)
     difference = max(float(jnp.max(jnp.abs(f(M) - whole))) for f in compiled.values())
     base = timings[1].best
-    return [name, f"{n} / {rows}", f"{1e3 * base:.1f}", *[f"{timings[s].best / base:.2f}" for s in slabs[1:]],
+    return [name, f"{n} / {rows}", f"{1e3 * base:.1f}", *[f"{timings[s].best / base:.2f}" for s in slabs if s != 1],
             f"{100 * max(t.spread for t in timings.values()):.0f}%", f"{difference:.1e}"]
 
 
@@ -111,7 +120,7 @@ def compile_rows(sizes: list, rounds: int) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slabs", type=int, nargs="+", default=[1, 3, 4, 6, 8])
+    parser.add_argument("--slabs", type=int, nargs="+", default=[0, 1, 3, 4, 6, 8])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=str(harness.RESULTS / "gram_slabs.md"))
@@ -128,10 +137,11 @@ def main() -> None:
     for name in args.sizes:
         rows.append(case(name, slabs, args.repeats))
         print(rows[-1], flush=True)
-    header = ["size", "n / rows", "whole product (ms)", *[f"{s} slabs / whole" for s in slabs[1:]], "spread",
+    header = ["size", "n / rows", "whole product (ms)", *[("transposed copies" if s == 0 else f"{s} slabs") + " / whole" for s in slabs if s != 1], "spread",
               "largest difference"]
     body = [harness.markdown_table(header, rows), "",
-            f"`altdiff_jax._linalg`: {_linalg.GRAM_SLABS} slabs from n {_linalg.GRAM_SLABS_FROM}. Spread: the largest "
+            f"`altdiff_jax._linalg`: transposed copies from n {_linalg.TRANSPOSED_GRAM_FROM}, "
+            f"{_linalg.GRAM_SLABS} slabs from n {_linalg.GRAM_SLABS_FROM}. Spread: the largest "
             "(worst − best) / best of the designs."]
     if args.compile:
         body += ["", "## The whole solve + gradient: trace, compile and first run, fresh processes", "",
