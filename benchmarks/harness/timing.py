@@ -57,7 +57,7 @@ class Dropped(Exception):
 
 
 def interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int = 5, once_s: float = 10.0,
-                timed: bool = False, warmup: bool = False) -> dict[str, Timing]:
+                timed: bool = False, warmup: bool = False, settle_s: float = 0.0) -> dict[str, Timing]:
     """Runs the callables round-robin ``repeats`` times; their timings by name.
 
     Each round starts one callable further along, so that none always runs right after the
@@ -71,6 +71,9 @@ def interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int = 5, once_s
         timed: the callables return their own seconds (a child process timed itself)
             instead of a result to wait for.
         warmup: call each once first, untimed (compilation, caches).
+        settle_s: seconds to wait before each run, so that the threads of the run before
+            (another process's: OpenMP workers keep spinning on the cores for a while after
+            their work) are idle when the next one starts.
     """
     if warmup:
         for call in calls.values():
@@ -82,6 +85,8 @@ def interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int = 5, once_s
             break
         shift = round_ % len(active)
         for name in active[shift:] + active[:shift]:
+            if settle_s:
+                time.sleep(settle_s)
             try:
                 seconds = calls[name]() if timed else time_call(calls[name])
             except Dropped:

@@ -167,6 +167,10 @@ class Worker:
 
 _POOL: list = []
 IMPORT_ALLOWANCE_S = 60.0  # added to the budget of a fresh child's first preparation (imports)
+SETTLE_S = 1.0
+"""Pause before each timed call of a child, so that the cores are idle when it starts: a
+contender whose OpenMP workers spin after their work (PyTorch's) otherwise slows the next
+one down (altdiff_jax at Tiny: 0.54 s after qpth, 0.38 s alone)."""
 
 
 def shutdown() -> None:
@@ -305,7 +309,7 @@ def _time_group(group, measurements, repeats, budget_s, once_s, log) -> None:
         whats = ("forward", "total") + (("backward",) if measurements[item.label].backward is not None else ())
         for what in whats:
             calls[item.label, what] = _remote(worker, what, budget_s, measurements[item.label], log)
-    timings = interleaved(calls, repeats, once_s, timed=True)
+    timings = interleaved(calls, repeats, once_s, timed=True, settle_s=SETTLE_S)
     for (label, what), timing in timings.items():
         setattr(measurements[label], what, timing)
     for item, worker in group:
