@@ -129,13 +129,15 @@ slabs are fewer operations to compile (``benchmarks/results/gram_slabs.md``)."""
 GRAM_SLABS_FROM = 2000
 """Order from which :func:`symmetric_transpose_times` computes by slabs: the slabs lengthen the
 first call's compilation by about a tenth, which the run time they save pays back within a
-few calls at n 3000 but only after dozens at n 1500 (``benchmarks/results/gram_slabs.md``)."""
+few calls at n 3000 but only after dozens at n 1500 (``benchmarks/results/gram_slabs.md``).
+At n 1000–1500 they take 0.8x the time of the transposed copies used below this order
+(``benchmarks/results/gram_layout.md``)."""
 
 
 TRANSPOSED_GRAM_FROM = 256
 """Order from which :func:`symmetric_transpose_times` multiplies transposed copies of its
-operands: XLA on CPU contracts two matrices along their first axes at about half the
-speed (0.55x at n 1500: ``benchmarks/results/gram_layout.md``)."""
+operands: XLA on CPU contracts two matrices along their first axes more slowly (the
+copies take 0.77x the time at n 300, 0.54x at n 1500: ``benchmarks/results/gram_layout.md``)."""
 
 
 def symmetric_transpose_times(matrix: jax.Array, weighted: jax.Array) -> jax.Array:
@@ -145,7 +147,9 @@ def symmetric_transpose_times(matrix: jax.Array, weighted: jax.Array) -> jax.Arr
     From order ``GRAM_SLABS_FROM`` only the slabs on and above the diagonal are multiplied
     (row slab i of the product, from its diagonal block on: one matrix product each,
     about (1 + 1/s)/2 of the whole product's flops for s slabs) and the rest is filled in
-    by transposing them; XLA has no symmetric rank-k product to call."""
+    by transposing them; XLA has no symmetric rank-k product to call. Below it, on CPU
+    from order ``TRANSPOSED_GRAM_FROM``, the whole product of the operands' transposed
+    copies; otherwise the whole product as written."""
     n = matrix.shape[-1]
     if n < GRAM_SLABS_FROM and (n < TRANSPOSED_GRAM_FROM or not on_cpu()):
         return transpose_times(matrix, weighted)

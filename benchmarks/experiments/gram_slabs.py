@@ -5,7 +5,7 @@ Run ``python benchmarks/experiments/gram_slabs.py [--slabs 0 1 3 4 6 8] [--repea
 writes ``benchmarks/results/gram_slabs.md``.
 
 Each case is the Gram matrix of the paper's constraint rows [A; G] (``(p + m) × n``, dense)
-at Tiny, Small and Medium, as the x-update and polishing form it, in one jitted function,
+at n 300, 500 and 1000 and at Tiny, Small and Medium, as the x-update and polishing form it, in one jitted function,
 float64, under the default threading. ``_linalg.symmetric_transpose_times`` with s slabs
 multiplies only the row slabs on and above the diagonal (s matrix products, about
 (1 + 1/s)/2 of the flops) and transposes them into the rest; 1 slab is the whole product
@@ -44,7 +44,8 @@ else:  # run as a script: the harness is in benchmarks/, one folder up
 
 from altdiff_jax import _linalg  # noqa: E402
 
-SIZES = {"Tiny": (1500, 500, 200), "Small": (3000, 1000, 500), "Medium": (5000, 2000, 1000)}  # n, m, p
+SIZES = {"n 300": (300, 100, 40), "n 500": (500, 167, 67), "n 1000": (1000, 333, 133),
+         "Tiny": (1500, 500, 200), "Small": (3000, 1000, 500), "Medium": (5000, 2000, 1000)}  # n, m, p
 
 
 def _by_slabs(slabs: int):

@@ -5,7 +5,8 @@ Run ``python benchmarks/experiments/kernels.py`` in an environment with torch (t
 extra); writes ``benchmarks/results/kernels.md``. Each library runs in its own process with
 its default threading; best of 7 calls after a warm-up, float64, n 1500, 700 constraint rows:
 the Gram matrix CᵀC, the Cholesky factor of an order-n matrix, the two triangular solves
-with that factor for one vector, and one matrix-vector product.
+with that factor for one vector, and one matrix-vector product; for XLA both the plain
+``jax.numpy``/``jax.scipy`` calls and the ``altdiff_jax._linalg`` kernels the solver runs.
 """
 
 from __future__ import annotations
@@ -53,11 +54,20 @@ def child(library: str) -> dict:
         L = cholesky(Hj)
         solves = jax.jit(lambda L, v: cho_solve((L, True), v))
         product = jax.jit(lambda H, v: H @ v)
+        from altdiff_jax import _linalg
+
         CT = jnp.asarray(C.T.copy())
+        gram_engine = jax.jit(lambda C: _linalg.symmetric_transpose_times(C, C))
+        factor = jax.jit(_linalg.Cholesky.factor)
+        kept = factor(Hj)
+        engine_solves = jax.jit(lambda factor, v: factor.solve(v))
         run = {"Gram CᵀC": lambda: gram(Cj).block_until_ready(),
                "Gram, C stored transposed": lambda: gram_transposed(CT).block_until_ready(),
+               "Gram, altdiff_jax's (`_linalg.symmetric_transpose_times`)": lambda: gram_engine(Cj).block_until_ready(),
                "Cholesky": lambda: cholesky(Hj).block_until_ready(),
+               "Cholesky, altdiff_jax's (`_linalg.Cholesky.factor`)": lambda: jax.block_until_ready(factor(Hj)),
                "two triangular solves": lambda: solves(L, vj).block_until_ready(),
+               "two triangular solves, altdiff_jax's (by blocks)": lambda: engine_solves(kept, vj).block_until_ready(),
                "matrix-vector product": lambda: product(Hj, vj).block_until_ready()}
     elif library == "torch":
         import torch
@@ -91,8 +101,14 @@ def main() -> None:
         results[library] = json.loads(out.strip().splitlines()[-1])
     kernels = list(results["jax"])
     rows = [[k, *[f"{1e3 * results[lib][k]:.2f}" if k in results[lib] else "–" for lib in results]] for k in kernels]
+    engine = {"Gram CᵀC": "Gram, altdiff_jax's (`_linalg.symmetric_transpose_times`)",
+              "Cholesky": "Cholesky, altdiff_jax's (`_linalg.Cholesky.factor`)",
+              "two triangular solves": "two triangular solves, altdiff_jax's (by blocks)"}
+    ratios = [[k, f"{results['jax'][v] / results['torch'][k]:.1f}"] for k, v in engine.items()]
     body = [harness.markdown_table(["kernel (n 1500, 700 rows)", "XLA (ms)", "PyTorch (ms)", "NumPy (ms)"], rows), "",
-            "Each library in its own process, default threading, best of 7 after a warm-up, float64."]
+            "Each library in its own process, default threading, best of 7 after a warm-up, float64.", "",
+            "altdiff_jax's kernels against PyTorch's (time ratio):", "",
+            harness.markdown_table(["kernel", "altdiff_jax / PyTorch"], ratios)]
     harness.write_markdown(harness.RESULTS / "kernels.md", "Dense kernels: XLA, PyTorch, NumPy", harness.hardware_line(),
                            body)
     print("\n".join(body))

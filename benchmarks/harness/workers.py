@@ -170,7 +170,8 @@ IMPORT_ALLOWANCE_S = 60.0  # added to the budget of a fresh child's first prepar
 SETTLE_S = 1.0
 """Pause before each timed call of a child, so that the cores are idle when it starts: a
 contender whose OpenMP workers spin after their work (PyTorch's) otherwise slows the next
-one down (altdiff_jax at Tiny: 0.54 s after qpth, 0.38 s alone)."""
+one down (altdiff_jax at Tiny: 0.54 s after qpth, 0.38 s alone:
+``benchmarks/results/paper_full/paper_table1_tiny_small_xeon.md``)."""
 
 
 def shutdown() -> None:
