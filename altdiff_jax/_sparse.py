@@ -172,10 +172,13 @@ def diagonal_of(P) -> jax.Array:
 
 class CGSettings(NamedTuple):
     """How far conjugate gradients run: ``tol`` on ‖M x − b‖ relative to ‖b‖, at most
-    ``max_iter`` steps."""
+    ``max_iter`` steps. With ``start_tol``, a solve from a guess also stops once the
+    residual is ``start_tol`` times the guess's: a warm start from the last iterate then
+    asks for more accuracy as the iterates settle (the outer residuals fall)."""
 
     tol: float
     max_iter: int
+    start_tol: float = 0.0
 
 
 def _pcg(matvec, rhs: jax.Array, inverse_diagonal: jax.Array, settings: CGSettings, guess: jax.Array):
@@ -192,7 +195,7 @@ def _pcg(matvec, rhs: jax.Array, inverse_diagonal: jax.Array, settings: CGSettin
     guess = jnp.where(rhs_norm > 0, guess, 0.0)  # M x = 0 is solved by x = 0
     r = rhs - matvec(guess)
     z = precondition(r)
-    threshold = jnp.square(settings.tol * rhs_norm)
+    threshold = jnp.square(jnp.maximum(settings.tol * rhs_norm, settings.start_tol * jnp.sqrt(dot(r, r))))
 
     def going(state):
         _, r, _, _, steps = state
@@ -217,17 +220,22 @@ def _pcg(matvec, rhs: jax.Array, inverse_diagonal: jax.Array, settings: CGSettin
 def conjugate_gradients(matvec, rhs: jax.Array, inverse_diagonal: jax.Array, settings: CGSettings,
                         guess=None) -> jax.Array:
     """M⁻¹ rhs by Jacobi-preconditioned conjugate gradients (``rhs (n,)`` or ``(n, k)``),
-    from ``guess`` (zero by default), to ``settings.tol`` relative to ‖rhs‖.
+    from ``guess`` (zero by default), to ``settings.tol`` relative to ‖rhs‖ (or, from a
+    guess, ``settings.start_tol`` relative to the guess's residual).
 
     A linear solve to JAX (``jax.lax.custom_linear_solve``, M symmetric): reverse mode
     through it (the adjoint pullback) solves with M again instead of differentiating the
     iterations."""
     start = jnp.zeros_like(rhs) if guess is None else guess
+    primal = settings if guess is not None else settings._replace(start_tol=0.0)
 
     def solve(matvec, b):
-        return _pcg(matvec, b, inverse_diagonal, settings, jax.lax.stop_gradient(start))[0]
+        return _pcg(matvec, b, inverse_diagonal, primal, jax.lax.stop_gradient(start))[0]
 
-    return jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
+    def transpose_solve(matvec, b):  # a cotangent: from zero, to ``tol`` relative to it
+        return _pcg(matvec, b, inverse_diagonal, settings._replace(start_tol=0.0), jnp.zeros_like(b))[0]
+
+    return jax.lax.custom_linear_solve(matvec, rhs, solve, transpose_solve, symmetric=True)
 
 
 def system_matvec(P, d: jax.Array, A, w_A: jax.Array, G, w_G: jax.Array):
