@@ -251,12 +251,12 @@ def system_diagonal(P, d: jax.Array, A, w_A: jax.Array, G, w_G: jax.Array) -> ja
     return diagonal_of(P) + d + column_squares(A, w_A) + column_squares(G, w_G)
 
 
-NORMAL_CG = {4: CGSettings(1e-4, 2000), 8: CGSettings(1e-2, 5000)}
+NORMAL_CG = {4: CGSettings(1e-4, 2000), 8: CGSettings(1e-1, 5000)}
 """By item size, the conjugate-gradient settings of a :class:`NormalCG` solve: iterative
 refinement of the reduced KKT system measures and removes what they leave, so a loose
-inner tolerance costs no accuracy (float64, MPC at T 10⁴: 1e-2 against 1e-6 takes 0.44×
-the time of solve + gradient with the x-update's change below, residuals and gradient
-equal to round-off; ``benchmarks/results/sparse.md``)."""
+inner tolerance costs no accuracy (float64, MPC at T 10³: 1e-1 takes 0.66× the time of
+solve + gradient of 1e-2, residuals and gradient the same to round-off; 0.3 leaves the
+refinement short of round-off: ``benchmarks/results/sparse.md``)."""
 
 
 class NormalCG(NamedTuple):
