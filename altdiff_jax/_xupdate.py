@@ -157,8 +157,8 @@ X_UPDATE_CG = {4: CGSettings(1e-6, 500, 0.1), 8: CGSettings(1e-8, 1000, 0.1)}
 (:class:`IterativeSolver`), warm-started from the last iterate: each solve stops at 1e-8
 relative to its right-hand side in float64 (against 1e-10: the same ADMM iterations within
 1% on the MPC QP; 1e-6 adds 60% of them), or once it has cut its warm start's residual
-tenfold (0.65x the solve's time at T 1000, the same iterations within 1%): both in
-``benchmarks/results/sparse.md``."""
+tenfold (0.65x the solve's time at T 1000, the same iterations within 1%; in float32
+0.89x): both in ``benchmarks/results/sparse.md``."""
 
 
 class IterativeSolver(NamedTuple):

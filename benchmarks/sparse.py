@@ -103,7 +103,7 @@ def table_rows(kind: str, sizes, timeout: float, cells) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--horizons", type=int, nargs="+", default=[100, 1000, 3000, 10000])
-    parser.add_argument("--paper", type=int, nargs="+", default=[100, 300])
+    parser.add_argument("--paper", type=int, nargs="*", default=[100, 300])
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--output", type=Path)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
