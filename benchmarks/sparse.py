@@ -2,9 +2,12 @@
 (``altdiff_jax.problems.mpc_qp``: n = 3T variables, 2T equality rows, bounds on every
 variable), solved and differentiated with respect to the initial state and the cost
 weights, each size in a fresh process (time of the first and second call, peak memory);
-and the paper's dense generator given as BCOO matrices, against the dense path.
+the paper's dense generator given as BCOO matrices, against the dense path; and the
+energy-scheduling QP over whole years of hourly PJM load as one problem, against Clarabel
+(needs the PJM file: ``altdiff_jax.datasets``).
 
-    python benchmarks/sparse.py [--horizons 100 1000 3000 10000] [--output benchmarks/results/sparse.md]
+    python benchmarks/sparse.py [--horizons 100 1000 3000 10000] [--paper 100 300] [--pjm-days 365]
+        [--output benchmarks/results/sparse.md]
 """
 
 from __future__ import annotations
@@ -79,6 +82,114 @@ def child_paper(n: int) -> dict:
     return row
 
 
+GAMMA_UNDER, GAMMA_OVER, RAMP = 50.0, 0.5, 0.4  # as in notebooks/energy_scheduling.ipynb (scaled load units)
+
+
+def scheduling_qp(y_hat):
+    """The energy-scheduling QP of Donti et al. (2017) over all the hours of ``y_hat`` at once,
+    as BCOO: variables (z, e), n = 2H; minimise ½‖z‖² + (γ_o − ŷ)ᵀz + (γ_u + γ_o)1ᵀe subject
+    to z + e >= ŷ, |z_{t+1} − z_t| <= ramp (across day boundaries too) and e >= 0 (bounds):
+    the notebook's daily problem, unbroken over the year."""
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.experimental import sparse
+    import altdiff_jax as ad
+
+    H = y_hat.shape[0]
+    hours = np.arange(H)
+    steps = np.arange(H - 1)
+    rows = np.concatenate([hours, hours, H + steps, H + steps, 2 * H - 1 + steps, 2 * H - 1 + steps])
+    columns = np.concatenate([hours, H + hours, steps + 1, steps, steps + 1, steps])
+    values = np.concatenate([-np.ones(2 * H), np.ones(H - 1), -np.ones(H - 1), -np.ones(H - 1), np.ones(H - 1)])
+    G = sparse.BCOO((jnp.asarray(values), jnp.asarray(np.stack([rows, columns], axis=1))), shape=(3 * H - 2, 2 * H))
+    P = sparse.BCOO((jnp.ones(H), jnp.asarray(np.stack([hours, hours], axis=1))), shape=(2 * H, 2 * H))
+    q = jnp.concatenate([GAMMA_OVER - y_hat, jnp.full((H,), GAMMA_UNDER + GAMMA_OVER)])
+    h = jnp.concatenate([-y_hat, jnp.full((2 * (H - 1),), RAMP)])
+    lb = jnp.concatenate([jnp.full((H,), -jnp.inf), jnp.zeros(H)])
+    return ad.QP(P=P, q=q, G=G, h=h, lb=lb, ub=jnp.full((2 * H,), jnp.inf))
+
+
+def _clarabel_objective(problem) -> float:
+    """The optimal objective of a ``scheduling_qp`` by Clarabel (tolerances 1e-10)."""
+    import clarabel
+    import numpy as np
+    import scipy.sparse as sp
+
+    def csc(m):
+        return sp.csc_matrix((np.asarray(m.data), (np.asarray(m.indices[:, 0]), np.asarray(m.indices[:, 1]))),
+                             shape=m.shape)
+
+    n = problem.q.shape[0]
+    H = n // 2
+    bound_rows = sp.hstack([sp.csc_matrix((H, H)), -sp.identity(H, format="csc")]).tocsc()
+    A = sp.vstack([csc(problem.G), bound_rows]).tocsc()
+    b = np.concatenate([np.asarray(problem.h), np.zeros(H)])
+    settings = clarabel.DefaultSettings()
+    settings.verbose = False
+    settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = 1e-10
+    result = clarabel.DefaultSolver(sp.triu(csc(problem.P)).tocsc(), np.asarray(problem.q), A, b,
+                                    [clarabel.NonnegativeConeT(A.shape[0])], settings).solve()
+    if str(result.status) != "Solved":
+        raise RuntimeError(f"Clarabel: {result.status}")
+    return float(result.obj_val)
+
+
+def child_pjm(days: int) -> dict:
+    """The scheduling QP over the last ``days`` whole days of the PJM load (2011's 365 by
+    default: n = 2 × 8760), the load scaled as the notebook does, with the day before's load
+    as the forecast ŷ; solve, and solve + gradient of the schedule's true cost against the
+    actual load with respect to ŷ, checked against a central difference along a random
+    direction."""
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+    import altdiff_jax as ad
+    from altdiff_jax.datasets import load_pjm
+
+    load = load_pjm()["load"]
+    whole = len(load) // 24 * 24
+    training = (3 * 365 + 1) * 24  # 2008-2010, as the notebook scales
+    scaled = (load[:whole] - load[:training].mean()) / load[:training].std()
+    y = jnp.asarray(scaled[whole - 24 * days: whole])
+    forecast = jnp.asarray(scaled[whole - 24 * days - 24: whole - 24])
+
+    def true_cost(z):
+        return jnp.sum(GAMMA_UNDER * jnp.maximum(y - z, 0) + GAMMA_OVER * jnp.maximum(z - y, 0) + 0.5 * (z - y) ** 2)
+
+    def loss(y_hat):
+        solution = ad.solve(scheduling_qp(y_hat))
+        return true_cost(solution.x[: y.shape[0]]), solution
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    solve = jax.jit(lambda y_hat: ad.solve(scheduling_qp(y_hat)))
+    row = {"days": days, "n": 2 * 24 * days}
+    for name, function in (("solve", solve), ("solve + gradient", value_and_grad)):
+        start = time.perf_counter()
+        jax.block_until_ready(function(forecast + 0.01))
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        out = jax.block_until_ready(function(forecast))
+        row[name] = (first, time.perf_counter() - start)
+    (_, solution), gradient = out
+    direction = jnp.asarray(np.random.default_rng(0).standard_normal(y.shape[0]))
+    step = 1e-6
+    cost = jax.jit(lambda y_hat: loss(y_hat)[0])
+    central = (cost(forecast + step * direction) - cost(forecast - step * direction)) / (2 * step)
+    row["gradient error"] = float(abs(central - gradient @ direction) / abs(central))
+    problem = scheduling_qp(forecast)
+    x = solution.x
+    objective = float(0.5 * x[: y.shape[0]] @ x[: y.shape[0]] + problem.q @ x)
+    reference = _clarabel_objective(problem)
+    row["status"] = ad.Status(int(solution.info.status)).name
+    row["iterations"] = int(solution.info.iterations)
+    row["polished"] = bool(solution.info.polished)
+    row["objective error"] = abs(objective - reference) / max(1.0, abs(reference))
+    row["violation"] = float(jnp.maximum(jnp.max(problem.G @ x - problem.h), jnp.max(-x[y.shape[0]:])))
+    row["peak MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
 def run_child(kind: str, size: int, timeout: float) -> dict:
     command = [sys.executable, __file__, "--child", kind, str(size)]
     try:
@@ -102,15 +213,16 @@ def table_rows(kind: str, sizes, timeout: float, cells) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--horizons", type=int, nargs="+", default=[100, 1000, 3000, 10000])
+    parser.add_argument("--horizons", type=int, nargs="*", default=[100, 1000, 3000, 10000])
     parser.add_argument("--paper", type=int, nargs="*", default=[100, 300])
+    parser.add_argument("--pjm-days", type=int, nargs="*", default=[365])
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--output", type=Path)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, size = args.child
-        print(json.dumps((child_mpc if kind == "mpc" else child_paper)(int(size))))
+        print(json.dumps({"mpc": child_mpc, "paper": child_paper, "pjm": child_pjm}[kind](int(size))))
         return
     import harness
     lines = [harness.hardware_line(), "", "# The sparse path", "",
@@ -134,6 +246,21 @@ def main() -> None:
               "| n | dense s | sparse (BCOO) s | gradient difference |", "|---:|---:|---:|---:|"]
     lines += table_rows("paper", args.paper, args.timeout,
                         lambda row: f"{row['dense']:.3f} | {row['sparse']:.3f} | {row['gradient difference']:.1e}")
+    lines += ["", "## Energy scheduling over whole years of hourly PJM load, as one problem", "",
+              "The scheduling QP of `notebooks/energy_scheduling.ipynb` (Donti et al. 2017) over every hour of the "
+              "last `days` days of the data at once (ramp limits across day boundaries too), BCOO, float64, a "
+              "the day before's load as the forecast; gradient of the schedule's true cost with respect to the "
+              "forecast. Objective error: relative to Clarabel's (tolerances 1e-10); violation: the largest of "
+              "Gx − h and −e; gradient error: against a central difference (step 1e-6) along a random direction, "
+              "relative.", "",
+              "| days | n | solve: first / second s | solve + gradient: first / second s | status | iterations "
+              "| polished | objective error | violation | gradient error | peak MiB |",
+              "|---:|---:|---|---|---|---:|---|---|---|---|---:|"]
+    lines += table_rows("pjm", args.pjm_days, args.timeout, lambda row: (
+        f"{row['n']} | {row['solve'][0]:.1f} / {row['solve'][1]:.2f} "
+        f"| {row['solve + gradient'][0]:.1f} / {row['solve + gradient'][1]:.2f} | {row['status']} "
+        f"| {row['iterations']} | {row['polished']} | {row['objective error']:.1e} | {row['violation']:.1e} "
+        f"| {row['gradient error']:.1e} | {row['peak MiB']:.0f}"))
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:
