@@ -228,13 +228,20 @@ def case(layer: str, n: int, tol: float) -> harness.Case:
 def layer_contenders(layer: str, tol: float, n: int) -> list:
     """altdiff_jax (each strategy), cvxpylayers ("lsqr"), and qpth for constrained sparsemax.
 
-    Memory estimates (rough): altdiff_jax at most a few dense n x 2n blocks (its ``altdiff``
-    strategy: the carried Jacobian columns), cvxpylayers sparse, qpth its dense G (2n x n)
-    and the (2n)² Schur complement.
+    Memory estimates (rough): altdiff_jax a few dense n x 2n blocks for its ``altdiff``
+    strategy (the carried Jacobian columns) and for the log-sum-exp layer (a dense Hessian),
+    O(n) otherwise (the sparsemax and softmax layers are structured); cvxpylayers sparse,
+    qpth its dense G (2n x n) and the (2n)² Schur complement.
     """
     c = harness.contender
-    rows = [c(f"altdiff_jax {s}", "altdiff", tol, 8.0 * (12 if s == "altdiff" else 4) * n * n,
-              differentiation=s, layer=layer) for s in STRATEGIES]
+
+    def altdiff_memory(strategy: str) -> float:
+        if strategy == "altdiff":
+            return 8.0 * 12 * n * n
+        return 8.0 * 4 * n * n if layer == "lse" else 2**29 + 8.0 * 200 * n
+
+    rows = [c(f"altdiff_jax {s}", "altdiff", tol, altdiff_memory(s), differentiation=s, layer=layer)
+            for s in STRATEGIES]
     rows.append(c("cvxpylayers (lsqr)", "cvxpylayers_layer", tol, 2**29 + 8.0 * 200 * n, layer=layer, mode="lsqr"))
     if layer == "constrained_sparsemax":
         rows.append(c("qpth (OptNet)", "qpth_sparsemax", tol, 8.0 * 17 * n * n))
