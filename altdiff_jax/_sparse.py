@@ -258,7 +258,7 @@ NORMAL_CG = {4: CGSettings(1e-4, 2000), 8: CGSettings(1e-1, 5000)}
 refinement of the reduced KKT system measures and removes what they leave, so a loose
 inner tolerance costs little accuracy (float64, MPC at T 10³: 1e-1 takes 0.66× the time
 of solve + gradient of 1e-2, the same gradient to 1e-15; on the paper's QP as BCOO the
-gradient agrees with the dense path's to 1e-11 instead of 3e-13; 0.3 leaves the refinement
+gradient agrees with the dense path's to 1e-11 instead of 2e-12; 0.3 leaves the refinement
 short: ``benchmarks/results/sparse.md``)."""
 
 
