@@ -4,7 +4,8 @@ variable), solved and differentiated with respect to the initial state and the c
 weights, each size in a fresh process (time of the first and second call, peak memory);
 the paper's dense generator given as BCOO matrices, against the dense path; and the
 energy-scheduling QP over a year of hourly PJM load as one problem, against Clarabel
-(needs the PJM file: ``altdiff_jax.datasets``).
+(needs the PJM file: ``altdiff_jax.datasets``). With ``--output``, a plot of the MPC rows'
+time and memory against n beside it (``.png``).
 
     python benchmarks/sparse.py [--horizons 100 1000 3000 10000] [--paper 100 300] [--pjm-days 365]
         [--output benchmarks/results/sparse.md]
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -201,14 +203,41 @@ def run_child(kind: str, size: int, timeout: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def table_rows(kind: str, sizes, timeout: float, cells) -> list[str]:
-    """One table row per size, each measured in its own process (an error in the row's place)."""
+def table_rows(kind: str, sizes, timeout: float, cells, measured: Optional[list] = None) -> list[str]:
+    """One table row per size, each measured in its own process (an error in the row's place);
+    the measurements that succeeded are appended to ``measured``."""
     rows = []
     for size in sizes:
         row = run_child(kind, size, timeout)
         print(row, flush=True)
         rows.append(f"| {size} | " + (row["error"] if "error" in row else cells(row)) + " |")
+        if measured is not None and "error" not in row:
+            measured.append(row)
     return rows
+
+
+def plot_mpc(measured: list, path: Path, title: str) -> bool:
+    """Time (second calls) and peak memory of the MPC rows against n, to ``path``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return False
+    n = [row["n"] for row in measured]
+    figure, (times, memory) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, style in (("solve", "o-"), ("solve + gradient", "s-")):
+        times.plot(n, [row[name][1] for row in measured], style, label=name)
+    times.set(xscale="log", yscale="log", xlabel="n (= 3T)", ylabel="second call (s)", title="time")
+    times.legend()
+    memory.plot(n, [row["peak MiB"] for row in measured], "o-")
+    memory.set(xscale="log", xlabel="n (= 3T)", ylabel="peak resident memory (MiB)", title="memory (whole process)")
+    figure.suptitle(title, fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return True
 
 
 def main() -> None:
@@ -239,7 +268,10 @@ def main() -> None:
                 f"| {row['iterations']} | {row['polished']} | {row['residuals'][0]:.1e}, {row['residuals'][1]:.1e} "
                 f"| {row['finite gradient']} | {row['peak MiB']:.0f}")
 
-    lines += table_rows("mpc", args.horizons, args.timeout, mpc_cells)
+    measured = []
+    lines += table_rows("mpc", args.horizons, args.timeout, mpc_cells, measured)
+    if args.output and measured and plot_mpc(measured, args.output.with_suffix(".png"), lines[0]):
+        lines += ["", f"![MPC time and memory against n]({args.output.with_suffix('.png').name})"]
     lines += ["", "## The paper's dense generator as BCOO against the dense path", "",
               "Gradient of gᵀx* with respect to every leaf, second call, seconds; the largest difference of the "
               "q, b, h gradients relative to the dense path's largest entry.", "",
