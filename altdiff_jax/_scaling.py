@@ -101,12 +101,12 @@ def unit_scaling(n: int, p: int, m: int, dtype) -> Scaling:
     return Scaling(jnp.ones(n, dtype), jnp.ones(p, dtype), jnp.ones(m, dtype), jnp.ones((), dtype))
 
 
-def _cost_factor(hessian, gradient: jax.Array) -> jax.Array:
+def _cost_factor(column_norms: jax.Array, gradient: jax.Array) -> jax.Array:
     """c = 1 / max(mean column norm of ∇²f, ‖∇f‖∞), clipped as a Ruiz step: the cost
-    scaling of :func:`ruiz_equilibrate`, on its own."""
+    scaling of :func:`ruiz_equilibrate` (and, on its own, of :func:`cost_scaling`)."""
     dtype = gradient.dtype
     tiny = jnp.finfo(dtype).tiny ** 0.25
-    norm = jnp.maximum(jnp.mean(hessian.column_norms()), jnp.max(jnp.abs(gradient)))
+    norm = jnp.maximum(jnp.mean(column_norms), jnp.max(jnp.abs(gradient), initial=0.0))
     return jnp.where(norm > 0, jnp.clip(1.0 / jnp.maximum(norm, tiny), *_CLIP), jnp.ones((), dtype))
 
 
@@ -121,7 +121,25 @@ def cost_scaling(hessian, gradient: jax.Array, p: int, m: int) -> Scaling:
         p, m: rows of the equality and inequality blocks.
     """
     n, dtype = gradient.shape[0], gradient.dtype
-    return unit_scaling(n, p, m, dtype)._replace(c=_cost_factor(hessian, gradient))
+    return unit_scaling(n, p, m, dtype)._replace(c=_cost_factor(hessian.column_norms(), gradient))
+
+
+def _step_factor(norms: jax.Array) -> jax.Array:
+    """One Ruiz step's factor per row or column, 1/√norm clipped; an all-zero column (a
+    variable in no constraint and with no curvature) or row keeps its scale."""
+    tiny = jnp.finfo(norms.dtype).tiny ** 0.25
+    return jnp.where(norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(norms, tiny)), *_CLIP), 1.0)
+
+
+def _equilibrated(P_hat, P_hat_column_norms, q: jax.Array, constraints: Constraints, iterations: int, scales):
+    """The four values of :func:`ruiz_equilibrate` from the Ruiz scales ``(D, E_A, E_G)``
+    and P̂ = DPD with its column norms: the cost factor c and the scaled constraints."""
+    A, b, G, h, lb, ub = constraints
+    D, E_A, E_G = scales
+    c = _cost_factor(P_hat_column_norms, D * q) if iterations else jnp.asarray(1.0, q.dtype)
+    D_B = bound_scale(D, lb)
+    scaled = Constraints(A.scale(E_A, D), E_A * b, G.scale(E_G, D), E_G * h, lb / D_B, ub / D_B)
+    return P_hat, c * D * q, scaled, Scaling(D, E_A, E_G, c)
 
 
 def ruiz_equilibrate(
@@ -142,16 +160,10 @@ def ruiz_equilibrate(
     A, b, G, h, lb, ub = constraints
     P_dense, A_dense, G_dense = P.dense(), A.dense(), G.dense()
     dtype = P_dense.dtype
-    tiny = jnp.finfo(dtype).tiny ** 0.25
     # The entries' magnitudes once; each step reduces them against the scales so far
     # (|d_i K_ij d_j| = d_i |K_ij| d_j), without forming the scaled matrices. P is
     # symmetric, so its column norms are its row norms, reduced along contiguous rows.
     abs_P, abs_A, abs_G = jnp.abs(P_dense), jnp.abs(A_dense), jnp.abs(G_dense)
-
-    def step_factor(norms):
-        # An all-zero column (a variable in no constraint and with no curvature) or row
-        # keeps its scale.
-        return jnp.where(norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(norms, tiny)), *_CLIP), 1.0)
 
     def ruiz_step(_, scales):
         D, E_A, E_G = scales
@@ -161,19 +173,14 @@ def ruiz_equilibrate(
                         jnp.max(abs_G * E_G[:, None], axis=0, initial=0.0)))
         rows_A = E_A * jnp.max(abs_A * D[None, :], axis=1, initial=0.0)
         rows_G = E_G * jnp.max(abs_G * D[None, :], axis=1, initial=0.0)
-        return D * step_factor(column_norms), E_A * step_factor(rows_A), E_G * step_factor(rows_G)
+        return D * _step_factor(column_norms), E_A * _step_factor(rows_A), E_G * _step_factor(rows_G)
 
     # A loop, not unrolled: one copy of the step in the compiled program.
     scales = (jnp.ones(q.shape, dtype), jnp.ones(b.shape, dtype), jnp.ones(h.shape, dtype))
-    D, E_A, E_G = jax.lax.fori_loop(0, iterations, ruiz_step, scales) if iterations else scales
-    P_hat = D[:, None] * P_dense * D[None, :]
-    c = jnp.asarray(1.0, dtype)
-    if iterations:
-        cost_norm = jnp.maximum(jnp.mean(D * jnp.max(abs_P * D[None, :], axis=1)), jnp.max(jnp.abs(D * q)))
-        c = jnp.where(cost_norm > 0, jnp.clip(1.0 / jnp.maximum(cost_norm, tiny), *_CLIP), 1.0)
-    D_B = bound_scale(D, lb)
-    scaled = Constraints(A.scale(E_A, D), E_A * b, G.scale(E_G, D), E_G * h, lb / D_B, ub / D_B)
-    return Dense(P_hat), c * D * q, scaled, Scaling(D, E_A, E_G, c)
+    scales = jax.lax.fori_loop(0, iterations, ruiz_step, scales) if iterations else scales
+    D = scales[0]
+    P_hat = Dense(D[:, None] * P_dense * D[None, :])
+    return _equilibrated(P_hat, D * jnp.max(abs_P * D[None, :], axis=1), q, constraints, iterations, scales)
 
 
 def ruiz_equilibrate_operators(P, q: jax.Array, constraints: Constraints, iterations: int):
@@ -182,25 +189,14 @@ def ruiz_equilibrate_operators(P, q: jax.Array, constraints: Constraints, iterat
     dense blocks). The same steps and cost factor; returns the same four values."""
     A, b, G, h, lb, ub = constraints
     dtype, p = q.dtype, b.shape[0]
-    tiny = jnp.finfo(dtype).tiny ** 0.25
-
-    def step_factor(norms):
-        # An all-zero column or row keeps its scale.
-        return jnp.where(norms > 0, jnp.clip(1.0 / jnp.sqrt(jnp.maximum(norms, tiny)), *_CLIP), 1.0)
 
     def ruiz_step(_, scales):
         D, E_A, E_G = scales
         P_s, A_s, G_s = P.scale(D, D), A.scale(E_A, D), G.scale(E_G, D)
         column_norms = jnp.maximum(jnp.maximum(P_s.column_norms(), A_s.column_norms()), G_s.column_norms())
-        return D * step_factor(column_norms), E_A * step_factor(A_s.row_norms()), E_G * step_factor(G_s.row_norms())
+        return D * _step_factor(column_norms), E_A * _step_factor(A_s.row_norms()), E_G * _step_factor(G_s.row_norms())
 
     scales = (jnp.ones(q.shape, dtype), jnp.ones((p,), dtype), jnp.ones(h.shape, dtype))
-    D, E_A, E_G = jax.lax.fori_loop(0, iterations, ruiz_step, scales) if iterations else scales
-    P_hat = P.scale(D, D)
-    c = jnp.asarray(1.0, dtype)
-    if iterations:
-        cost_norm = jnp.maximum(jnp.mean(P_hat.column_norms()), jnp.max(jnp.abs(D * q), initial=0.0))
-        c = jnp.where(cost_norm > 0, jnp.clip(1.0 / jnp.maximum(cost_norm, tiny), *_CLIP), 1.0)
-    D_B = bound_scale(D, lb)
-    scaled = Constraints(A.scale(E_A, D), E_A * b, G.scale(E_G, D), E_G * h, lb / D_B, ub / D_B)
-    return P_hat, c * D * q, scaled, Scaling(D, E_A, E_G, c)
+    scales = jax.lax.fori_loop(0, iterations, ruiz_step, scales) if iterations else scales
+    P_hat = P.scale(scales[0], scales[0])
+    return _equilibrated(P_hat, P_hat.column_norms(), q, constraints, iterations, scales)

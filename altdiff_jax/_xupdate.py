@@ -167,7 +167,7 @@ class IterativeSolver(NamedTuple):
     changes).
 
     Attributes:
-        P_hat: the equilibrated P (before the cost scale c).
+        cost: c·P̂, the equilibrated P times the cost scale (formed once).
         c, sigma: the cost scale and the proximal weight.
         constraints: the (scaled) constraints.
         w: ``(p,)`` the equality rows' weight.
@@ -177,7 +177,7 @@ class IterativeSolver(NamedTuple):
             preconditioner, is their sum at ρ (formed once, outside the loop).
     """
 
-    P_hat: Operator
+    cost: Operator
     c: jax.Array
     sigma: jax.Array
     constraints: Constraints
@@ -191,11 +191,11 @@ class IterativeSolver(NamedTuple):
     def build(cls, P_hat: Operator, c, sigma, constraints: Constraints, w, f) -> "IterativeSolver":
         G = constraints.G
         constraint_diagonal = f + column_squares(constraints.A, w) + column_squares(G, jnp.ones((G.shape[0],), f.dtype))
-        return cls(P_hat, c, sigma, constraints, w, f, c * (diagonal_of(P_hat) + sigma), constraint_diagonal)
+        return cls(P_hat.times(c), c, sigma, constraints, w, f, c * (diagonal_of(P_hat) + sigma), constraint_diagonal)
 
     def solve(self, rhs: jax.Array, rho: jax.Array, guess: Optional[jax.Array] = None) -> jax.Array:
         A, G = self.constraints.A, self.constraints.G
-        matvec = system_matvec(self.P_hat.times(self.c), self.c * self.sigma + rho * self.f, A, rho * self.w, G,
+        matvec = system_matvec(self.cost, self.c * self.sigma + rho * self.f, A, rho * self.w, G,
                                jnp.full((G.shape[0],), rho, self.f.dtype))
         settings = X_UPDATE_CG[jnp.dtype(rhs.dtype).itemsize]
         inverse_diagonal = 1.0 / (self.cost_diagonal + rho * self.constraint_diagonal)

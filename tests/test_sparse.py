@@ -13,7 +13,7 @@ from jax.experimental import sparse
 
 import altdiff_jax as ad
 from altdiff_jax.problems import dense_qp, mpc_qp
-from conftest import PAPER, case, cosine, reference_gradients, relative_error
+from conftest import PAPER, case, cosine, reference_gradients, relative_error, solve_jit
 from reference import finite_difference_grad
 
 
@@ -26,13 +26,12 @@ def on_pattern(values, like: sparse.BCOO) -> np.ndarray:
     return np.asarray(sparse.BCOO((values, like.indices), shape=like.shape).todense())
 
 
-def linear_loss(problem, g):
+def x_dot(problem, g):
     return ad.solve(problem).x @ g
 
 
 MPC_HORIZON = 20
-solve_jit = jax.jit(ad.solve)
-grad_jit = jax.jit(jax.grad(linear_loss, allow_int=True))
+grad_jit = jax.jit(jax.grad(x_dot, allow_int=True))
 
 
 def test_a_sparse_problem_solves_and_differentiates_as_the_dense_kkt_reference():
@@ -51,7 +50,7 @@ def test_a_sparse_problem_solves_and_differentiates_as_the_dense_kkt_reference()
     for name in ("P", "A", "G"):
         matrix = on_pattern(getattr(grads, name).data, getattr(problem, name))
         assert relative_error(matrix, expected[name]) < 5e-7  # measured 5.7e-9 (Clarabel's x in the reference)
-    dense_grads = jax.jit(jax.grad(linear_loss))(dense, jnp.asarray(g))
+    dense_grads = jax.jit(jax.grad(x_dot))(dense, jnp.asarray(g))
     assert relative_error(grads.q, dense_grads.q) < 5e-11  # measured 3.9e-13 (refinement's stop)
 
 
@@ -61,7 +60,7 @@ def test_the_iterative_strategies_run_on_the_sparse_path(strategy, tolerance):
     g = jnp.asarray(np.random.default_rng(0).standard_normal(3 * MPC_HORIZON))
     options = ad.Options(differentiation=strategy, tol=1e-9)
     grads = jax.jit(jax.grad(lambda p: ad.solve(p, options).x @ g, allow_int=True))(problem)
-    expected = jax.jit(jax.grad(linear_loss))(dense_qp(problem), g)
+    expected = jax.jit(jax.grad(x_dot))(dense_qp(problem), g)
     for name in ("q", "b", "lb", "ub"):
         # measured at most 4.1e-7 (adjoint, truncated by tol), 1.4e-9 (altdiff)
         assert relative_error(getattr(grads, name), getattr(expected, name)) < tolerance
