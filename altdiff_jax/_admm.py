@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ._iterate import Iterate, inf_norms
+from ._linalg import max_over
 from ._objective import support
 from ._xupdate import equality_weight
 from ._problem import Constraints
@@ -125,7 +126,7 @@ def primal_infeasible(constraints: Constraints, d: Iterate, scaling, tol) -> jax
     normal = A.rmv(d.lam) + G.rmv(d.nu) + constraints.B.rmv(d.mu)
     size, normal_size = inf_norms((E_A * d.lam, E_G * d.nu, d.mu / constraints.B.mv(D)), normal / D)
     value = b @ d.lam + h @ d.nu + support(d.mu, lb, ub)
-    sign_ok = jnp.min(E_G * d.nu, initial=0.0) >= -tol * size
+    sign_ok = -max_over(-E_G * d.nu) >= -tol * size
     return (size > 0) & (normal_size <= tol * size) & (value < -tol * size) & sign_ok
 
 
@@ -139,9 +140,9 @@ def dual_infeasible(objective, constraints: Constraints, x, d_x, scaling, tol) -
     curvature = curvature / c
     descent = objective.recession_slope(d_x) / c  # qᵀδx for a QP
     user = constraints.B.mv(D * d_x)
-    above = jnp.max(jnp.where(jnp.isfinite(ub), user, -jnp.inf), initial=0.0)
-    below = jnp.max(jnp.where(jnp.isfinite(lb), -user, -jnp.inf), initial=0.0)
-    inequalities = jnp.maximum(jnp.max(G.mv(d_x) / E_G, initial=0.0), jnp.maximum(above, below))
+    above = max_over(jnp.where(jnp.isfinite(ub), user, -jnp.inf))
+    below = max_over(jnp.where(jnp.isfinite(lb), -user, -jnp.inf))
+    inequalities = jnp.maximum(max_over(G.mv(d_x) / E_G), jnp.maximum(above, below))
     return (
         (size > 0)
         & (curvature <= tol * size)

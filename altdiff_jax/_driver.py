@@ -20,10 +20,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._admm import admm_step, dual_infeasible, primal_infeasible, residuals
+from ._admm import Residuals, admm_step, dual_infeasible, primal_infeasible, residuals
 from ._batching import computed_where, on_needing_lanes
 from ._iterate import Iterate, Seeds, all_finite, inf_norm, zero_jacobian
 from ._jacobian import jacobian_step
+from ._linalg import all_over, any_over, count_over
 from ._options import Numerics, Structure
 from ._jacobian import ActiveSet, same_active_set
 from ._kkt import REUSED_CHANGES, ReducedKKT, kkt_jacobian, solution_active_set
@@ -56,9 +57,7 @@ class LoopState(NamedTuple):
     rho: jax.Array
     iteration: jax.Array
     status: jax.Array
-    primal_residual: jax.Array
-    dual_residual: jax.Array
-    gap: jax.Array
+    residuals: Residuals  # of z (the last check's, or the polished point's)
     jacobian_change: jax.Array
     certificate_streak: jax.Array  # (2,) consecutive checks with a primal / dual certificate
     active: ActiveSet  # the active set read at the last check
@@ -68,7 +67,7 @@ class LoopState(NamedTuple):
     best_level: jax.Array  # the smallest residual level seen at a check
     since_best: jax.Array  # checks since best_level last improved by _STALL_GAIN
     passes: jax.Array  # polishing stops (READY) of this lane so far
-    polished_system: Optional[PolishedSystem]  # of the kept polished point (None: no polish)
+    polished_system: Optional[PolishedSystem]  # of the kept polished point, where ``polished`` (None: no polish)
 
 
 def _first_true(conditions, codes, default) -> jax.Array:
@@ -82,8 +81,8 @@ def initial_status(problem_leaves, constraints: Constraints) -> jax.Array:
     """NONFINITE for NaN data (or infinities outside lb, ub), PRIMAL_INFEASIBLE for
     lb > ub, else RUNNING: bad data never enters the loop."""
     lb, ub = constraints.lb, constraints.ub
-    finite = all_finite(problem_leaves) & ~jnp.any(jnp.isnan(lb) | jnp.isnan(ub) | (lb == jnp.inf) | (ub == -jnp.inf))
-    crossed = jnp.any(lb > ub)
+    finite = all_finite(problem_leaves) & ~any_over(jnp.isnan(lb) | jnp.isnan(ub) | (lb == jnp.inf) | (ub == -jnp.inf))
+    crossed = any_over(lb > ub)
     return _first_true([~finite, crossed], [Status.NONFINITE, Status.PRIMAL_INFEASIBLE], RUNNING)
 
 
@@ -166,9 +165,8 @@ def _settled_for_polish(loop: _Loop, state: LoopState, active: ActiveSet, steady
         return steady
     first = state.iteration == 0
     reference = ActiveSet(*(jnp.where(first, a, b) for a, b in zip(loop.start_active, state.active)))
-    moved = jnp.sum(active.inequality != reference.inequality)
-    bounds_steady = jnp.array_equal(active.upper, reference.upper) & jnp.array_equal(
-        active.lower, reference.lower)
+    moved = count_over(active.inequality != reference.inequality)
+    bounds_steady = all_over(jnp.concatenate([active.upper == reference.upper, active.lower == reference.lower]))
     return steady | (~state.has_tried & (moved <= REUSED_CHANGES) & bounds_steady)
 
 
@@ -243,7 +241,7 @@ def _body(loop: _Loop, state: LoopState) -> LoopState:
         rho, objective = _adapted_rho(res, rho, status, objective)
     return state._replace(
         z=z, J=J, objective=objective if loop.carried_objective else None, rho=rho, iteration=iteration,
-        status=status, primal_residual=res.primal, dual_residual=res.dual, gap=res.gap, jacobian_change=change,
+        status=status, residuals=res, jacobian_change=change,
         certificate_streak=streak, active=active, best_level=best_level, since_best=since_best,
     )
 
@@ -257,7 +255,7 @@ def _initial_state(loop: _Loop, init: Iterate, J0: Optional[Iterate], rho0, stat
     start = residuals(objective, constraints, init, loop.scaling)
     return LoopState(
         init, J0, objective if loop.carried_objective else None, rho0,
-        jnp.int32(0) if first_iteration is None else first_iteration, status0, start.primal, start.dual, start.gap,
+        jnp.int32(0) if first_iteration is None else first_iteration, status0, start,
         loop.zero, jnp.zeros((2,), jnp.int32),
         nothing, nothing, jnp.bool_(False), jnp.bool_(False), jnp.asarray(jnp.inf, init.x.dtype), jnp.int32(0),
         jnp.int32(0),
@@ -358,7 +356,8 @@ def run(
     # gathered apart: a vmapped while loop would make every lane pay for the slowest one's
     # iterations.
     state = on_needing_lanes(functools.partial(_one_pass, loop), _running, (), state)
-    info = Info(state.status, state.iteration, state.primal_residual, state.dual_residual, state.gap, state.rho,
+    res = state.residuals
+    info = Info(state.status, state.iteration, res.primal, res.dual, res.gap, state.rho,
                 state.jacobian_change, state.polished)
     return state.z, state.J, _objective_of(loop, state), info, state.polished_system
 
@@ -440,7 +439,7 @@ def _polish_stopped(objective, constraints, scaling, state: LoopState, tol, in_p
     ready = status == READY
     finished = (status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED)
     attempt = in_play & (ready | finished & ~state.polished)
-    before = residuals(objective, constraints, z, scaling)
+    before = state.residuals
     candidate, finite, after, system, J, change = _polished_candidate(
         objective, constraints, scaling, state, tol, attempt, before, seeds_at)
     usable = attempt & finite
@@ -453,11 +452,16 @@ def _polish_stopped(objective, constraints, scaling, state: LoopState, tol, in_p
         J, change = _select(take, (J, change), (state.J, state.jacobian_change))
         jacobians_settled = change <= tol
     solved = take & (chosen.merit(tol) <= 1) & jacobians_settled
+    # Without exact Jacobians a lane that keeps the polished point has stopped (a stop to
+    # polish needs settled Jacobians), so it never polishes again and the last attempt's
+    # system is the kept point's; with them, a kept point whose Jacobians did not settle
+    # goes back to the loop, and may polish again without keeping the result.
+    kept_system = system if seeds_at is None else _select(take, system, state.polished_system)
     status = jnp.where(solved, jnp.int32(Status.SOLVED), jnp.where(ready, jnp.int32(RUNNING), status))
     return state._replace(
         z=_select(take, candidate, z), J=J, jacobian_change=change, status=status,
-        primal_residual=chosen.primal, dual_residual=chosen.dual, gap=chosen.gap,
+        residuals=chosen,
         tried=_select(ready, state.active, state.tried), has_tried=state.has_tried | ready,
         passes=state.passes + ready.astype(jnp.int32),
-        polished=state.polished | take, polished_system=_select(take, system, state.polished_system),
+        polished=state.polished | take, polished_system=kept_system,
     )

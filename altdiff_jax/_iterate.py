@@ -7,6 +7,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._linalg import all_over, max_over
+
 
 class Iterate(NamedTuple):
     """ADMM iterate, or (with a trailing column axis) its Jacobian.
@@ -76,7 +78,7 @@ def zero_jacobian(z: Iterate, k: int) -> Iterate:
 
 def inf_norm(v: jax.Array) -> jax.Array:
     """‖v‖∞; 0 for an empty array (an absent block). Several norms at once: :func:`inf_norms`."""
-    return jnp.max(jnp.abs(v), initial=0.0)
+    return max_over(jnp.ravel(jnp.abs(v)))
 
 
 def inf_norms(*groups) -> jax.Array:
@@ -87,7 +89,7 @@ def inf_norms(*groups) -> jax.Array:
     flat = [jnp.ravel(g) if isinstance(g, jax.Array) else jnp.concatenate([jnp.ravel(a) for a in g])
             for g in groups]
     length = max(1, *(v.shape[0] for v in flat))
-    return jnp.max(jnp.stack([jnp.pad(jnp.abs(v), (0, length - v.shape[0])) for v in flat]), axis=1)
+    return max_over(jnp.stack([jnp.pad(jnp.abs(v), (0, length - v.shape[0])) for v in flat]), axis=1)
 
 
 def largest_relative_change(changes, values) -> jax.Array:
@@ -103,7 +105,7 @@ def all_finite(tree) -> jax.Array:
     tested in one reduction over their entries; matrices each in their own (not copied)."""
     leaves = jax.tree_util.tree_leaves(tree)
     vectors = [jnp.ravel(leaf) for leaf in leaves if jnp.ndim(leaf) <= 1]
-    tests = [jnp.all(jnp.isfinite(leaf)) for leaf in leaves if jnp.ndim(leaf) > 1]
+    tests = [all_over(jnp.ravel(jnp.isfinite(leaf))) for leaf in leaves if jnp.ndim(leaf) > 1]
     if vectors:
-        tests.append(jnp.all(jnp.isfinite(jnp.concatenate(vectors))))
+        tests.append(all_over(jnp.isfinite(jnp.concatenate(vectors))))
     return jnp.all(jnp.stack(tests or [jnp.bool_(True)]))

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ._iterate import Iterate, Seeds
+from ._linalg import all_over
 from ._xupdate import equality_weight
 from ._problem import Constraints
 
@@ -33,7 +34,7 @@ class ActiveSet(NamedTuple):
 
 def same_active_set(first: ActiveSet, second: ActiveSet) -> jax.Array:
     """Whether two active sets are equal, as a traced bool."""
-    return jnp.all(jnp.stack([jnp.array_equal(a, b) for a, b in zip(first, second)]))
+    return all_over(jnp.concatenate([jnp.ravel(a == b) for a, b in zip(first, second)]))
 
 
 def bound_sides(constraints: Constraints, v: jax.Array, tol) -> tuple[jax.Array, jax.Array]:

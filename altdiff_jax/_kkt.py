@@ -46,7 +46,7 @@ import numpy as np
 from ._batching import computed_where
 from ._iterate import Iterate, Seeds, largest_relative_change
 from ._jacobian import ActiveSet, active_set
-from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, factor_system, structured,
+from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, all_over, any_over, count_over, Dense, Operator, factor_system, structured,
                       symmetric_transpose_times, transpose_times)
 from ._sparse import NormalCG, is_sparse
 from ._xupdate import bound_diagonal
@@ -120,14 +120,14 @@ def _gathered_normal_matrix(H: Operator, diagonal: jax.Array, constraints: Const
 
     def gram_of(rows_mask):
         rows = jnp.nonzero(rows_mask, size=half, fill_value=0)[0]
-        used = jnp.arange(half) < jnp.sum(rows_mask)
+        used = jnp.arange(half) < count_over(rows_mask)
         block = jnp.where(used[:, None], G[rows], 0.0)
         return symmetric_transpose_times(block, block)
 
     active = a > 0
     f = bound_diagonal(constraints)
     gram = jax.lax.cond(  # AᵀA + G_aᵀG_a + diag(f), by whichever row set is smaller
-        jnp.sum(~active) <= half,
+        count_over(~active) <= half,
         lambda: C - gram_of(~active),
         lambda: constraints.A.weighted_gram(jnp.ones_like(constraints.b)) + gram_of(active) + jnp.diag(f),
     )
@@ -228,7 +228,7 @@ class ReusableFactor(NamedTuple):
         """The base updated for the rows in ``selector`` (``(m, k)``, zero columns on free
         slots), each joining the set where ``joins`` and leaving it elsewhere."""
         n, p, slots, dtype = self.base.order, constraints.b.shape[0], selector.shape[1], selector.dtype
-        used = jnp.any(selector > 0, axis=0)
+        used = any_over(selector > 0, axis=0)
         G_rows = constraints.G.rmv(selector)
         zeros = jnp.zeros((n, slots), dtype)
         U = KKTVector(jnp.concatenate([G_rows, zeros], axis=1), jnp.zeros((p, 2 * slots), dtype),
@@ -341,7 +341,7 @@ class ReducedKKT(NamedTuple):
     def reusable(cls, constraints: Constraints, active: ActiveSet, factor: "ReusableFactor") -> jax.Array:
         """Whether ``factor``'s base can serve the system on ``active`` (:meth:`nearby`)."""
         a, a_B, _ = cls._weights(constraints, active)
-        return (jnp.sum(a != factor.a) <= REUSED_CHANGES) & jnp.all(a_B == factor.a_B)
+        return (count_over(a != factor.a) <= REUSED_CHANGES) & all_over(a_B == factor.a_B)
 
     @classmethod
     def nearby(cls, H: Operator, constraints: Constraints, active: ActiveSet, factor: "ReusableFactor"
@@ -353,7 +353,7 @@ class ReducedKKT(NamedTuple):
             return cls(H, constraints, a, a_B, delta, factor)
         changed = a != factor.a
         rows = jnp.nonzero(changed, size=REUSED_CHANGES, fill_value=0)[0]
-        used = jnp.arange(REUSED_CHANGES) < jnp.sum(changed)
+        used = jnp.arange(REUSED_CHANGES) < count_over(changed)
         selector = jax.nn.one_hot(rows, a.shape[0], dtype=a.dtype).T * used  # (m, slots)
         return cls(H, constraints, a, a_B, delta, factor.updated(constraints, delta, selector, a[rows] > 0))
 

@@ -61,7 +61,10 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 #   computes at a time: on CPU, where the work grows with the lanes, an eighth of the batch;
 #   elsewhere the whole batch, every lane computing when one asks, as before gathering was
 #   measured on CPU (on an accelerator, where a few small systems may cost about what many
-#   do, chunks would run in sequence; not measured: no accelerator was at hand).
+#   do, chunks would run in sequence; not measured: no accelerator was at hand);
+# * ``max_over``, ``all_over``: on CPU, a reduction over a long axis folded into short
+#   ones, so that XLA compiles it as one kernel with what it reduces; elsewhere the plain
+#   reduction.
 #
 # The plain path (another backend, or no layout API) computes the same results up to
 # round-off: ``tests/test_linalg_fallback.py`` runs both on CPU.
@@ -107,6 +110,64 @@ def solves_by_blocks(n: int) -> bool:
     """Whether :class:`Cholesky` keeps and solves an order-``n`` factor by column blocks:
     from ``BLOCKED_SOLVE_FROM`` on, on CPU (``benchmarks/results/blocked_cholesky.md``)."""
     return n >= BLOCKED_SOLVE_FROM and on_cpu()
+
+
+REDUCTION_WIDTH = 32
+"""XLA's CPU compiler rewrites a reduction over an axis longer than this into a windowed
+reduction and a second reduction of its results (its tree-reduction rewrite), three
+kernels with the one that computes the operand, where a shorter reduction is fused with
+it into one; each kernel costs compile time, about 10 ms on a 2-core CPU whatever its size
+(``benchmarks/results/compile_profile.md``)."""
+
+FOLDED_ENTRIES = 1 << 15
+"""Reductions of at most this many entries are folded (``max_over``): where compile time is
+what they cost. A larger one keeps XLA's rewrite, which runs its first stage on every core:
+folding the equilibration's and the data checks' reductions too made solve + gradient
+1.10× slower at n 1500 and 3000 (``benchmarks/results/folded_reductions_all_ab.md``)."""
+
+
+def _folded_reduction(reduction, x: jax.Array, axis: int, identity):
+    """``reduction(x, axis)`` for an associative, order-free ``reduction`` (max, all, a count):
+    on CPU, for at most ``FOLDED_ENTRIES`` entries, the axis, padded with ``identity``, is
+    folded into axes of at most ``REDUCTION_WIDTH`` entries, which XLA reduces in one kernel
+    (the barrier keeps its simplifier from folding them back into one long axis before the
+    rewrite)."""
+    axis = axis % x.ndim
+    length = x.shape[axis]
+    if length <= REDUCTION_WIDTH or x.size > FOLDED_ENTRIES or not on_cpu():
+        return reduction(x, axis)
+    depth = 1
+    while REDUCTION_WIDTH**depth < length:
+        depth += 1
+    inner = REDUCTION_WIDTH ** (depth - 1)
+    outer = -(-length // inner)
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, outer * inner - length)
+    folded = jnp.pad(x, widths, constant_values=identity).reshape(
+        x.shape[:axis] + (outer,) + (REDUCTION_WIDTH,) * (depth - 1) + x.shape[axis + 1:])
+    return reduction(jax.lax.optimization_barrier(folded), tuple(range(axis, axis + depth)))
+
+
+def max_over(x: jax.Array, axis: int = -1, initial=0.0) -> jax.Array:
+    """``jnp.max(x, axis, initial=initial)``, one compiled kernel on CPU (see
+    ``REDUCTION_WIDTH``)."""
+    return _folded_reduction(lambda v, axes: jnp.max(v, axis=axes, initial=initial), x, axis, initial)
+
+
+def all_over(x: jax.Array, axis: int = -1) -> jax.Array:
+    """``jnp.all(x, axis)``, one compiled kernel on CPU (see ``REDUCTION_WIDTH``)."""
+    return _folded_reduction(lambda v, axes: jnp.all(v, axis=axes), x, axis, True)
+
+
+def any_over(x: jax.Array, axis: int = -1) -> jax.Array:
+    """``jnp.any(x, axis)``, one compiled kernel on CPU (see ``REDUCTION_WIDTH``)."""
+    return _folded_reduction(lambda v, axes: jnp.any(v, axis=axes), x, axis, False)
+
+
+def count_over(x: jax.Array, axis: int = -1) -> jax.Array:
+    """The number of True entries of ``x`` along ``axis`` (int32), one compiled kernel on
+    CPU (see ``REDUCTION_WIDTH``)."""
+    return _folded_reduction(lambda v, axes: jnp.sum(v, axis=axes, dtype=jnp.int32), x, axis, False)
 
 
 OUTER_GRAM_ENTRIES = 1 << 22
@@ -205,11 +266,11 @@ class Dense(NamedTuple):
 
     def column_norms(self) -> jax.Array:
         """``(n,)`` the ∞-norm of each column."""
-        return jnp.max(jnp.abs(self.matrix), axis=0, initial=0.0)
+        return max_over(jnp.abs(self.matrix), axis=0)
 
     def row_norms(self) -> jax.Array:
         """``(rows,)`` the ∞-norm of each row."""
-        return jnp.max(jnp.abs(self.matrix), axis=1, initial=0.0)
+        return max_over(jnp.abs(self.matrix), axis=1)
 
 
 class SharedDense(Dense):

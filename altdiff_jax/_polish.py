@@ -27,6 +27,7 @@ from jax import lax
 from ._batching import on_needing_lanes
 from ._iterate import Iterate, all_finite, inf_norm
 from ._jacobian import ActiveSet, active_margin, active_set, same_active_set
+from ._linalg import all_over
 from ._kkt import STALL_FLOOR, KKTVector, ReducedKKT, ReusableFactor, solution_active_set
 
 _ROUNDS = {True: 3, False: 8}  # active-set rounds for a quadratic / smooth objective
@@ -72,7 +73,7 @@ class _Round(NamedTuple):
 
 
 def _in_domain(objective, x: jax.Array) -> jax.Array:
-    return jnp.isfinite(objective.value(x)) & jnp.all(jnp.isfinite(objective.gradient(x)))
+    return jnp.isfinite(objective.value(x)) & all_over(jnp.isfinite(objective.gradient(x)))
 
 
 def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -> jax.Array:
@@ -82,8 +83,8 @@ def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -
     rows = jnp.where(active.inequality, -y.ineq, -slack) <= active_margin(constraints.h, tol)
     upper_ok = jnp.where(active.upper, -y.bound <= tol, x_B <= ub + active_margin(ub, tol))
     lower_ok = jnp.where(active.lower, y.bound <= tol, x_B >= lb - active_margin(lb, tol))
-    return jnp.all(rows) & jnp.all(upper_ok | ~jnp.isfinite(ub) & ~active.upper) & jnp.all(
-        lower_ok | ~jnp.isfinite(lb) & ~active.lower)
+    return all_over(jnp.concatenate([rows, upper_ok | ~jnp.isfinite(ub) & ~active.upper,
+                                     lower_ok | ~jnp.isfinite(lb) & ~active.lower]))
 
 
 def _solved(objective, constraints, x: jax.Array, y: KKTVector, active: ActiveSet, previous, first: jax.Array
@@ -180,7 +181,7 @@ def _round(objective, constraints, rho, tol, state: _Round) -> _Round:
     # degenerate vertex, where a weakly active row is active by the margin rule
     # but its multiplier in an over-determined active set comes out wrong-signed.)
     done = ((same_active_set(new_active, state.active) | _is_kkt_point(constraints, state.active, slack, x, y, tol))
-            & settled) | ~jnp.all(jnp.isfinite(x))
+            & settled) | ~all_over(jnp.isfinite(x))
     return _Round(x, y, state.active, factor, new_active, state.count + 1, done)
 
 

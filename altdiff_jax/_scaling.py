@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ._iterate import Iterate, Seeds
-from ._linalg import Dense
+from ._linalg import Dense, max_over
 from ._problem import Constraints
 
 _CLIP = (1e-4, 1e4)  # bounds on one Ruiz step, as in OSQP
@@ -106,7 +106,7 @@ def _cost_factor(column_norms: jax.Array, gradient: jax.Array) -> jax.Array:
     scaling of :func:`ruiz_equilibrate` (and, on its own, of :func:`cost_scaling`)."""
     dtype = gradient.dtype
     tiny = jnp.finfo(dtype).tiny ** 0.25
-    norm = jnp.maximum(jnp.mean(column_norms), jnp.max(jnp.abs(gradient), initial=0.0))
+    norm = jnp.maximum(jnp.mean(column_norms), max_over(jnp.abs(gradient)))
     return jnp.where(norm > 0, jnp.clip(1.0 / jnp.maximum(norm, tiny), *_CLIP), jnp.ones((), dtype))
 
 
@@ -168,11 +168,10 @@ def ruiz_equilibrate(
     def ruiz_step(_, scales):
         D, E_A, E_G = scales
         column_norms = D * jnp.maximum(
-            jnp.max(abs_P * D[None, :], axis=1),
-            jnp.maximum(jnp.max(abs_A * E_A[:, None], axis=0, initial=0.0),
-                        jnp.max(abs_G * E_G[:, None], axis=0, initial=0.0)))
-        rows_A = E_A * jnp.max(abs_A * D[None, :], axis=1, initial=0.0)
-        rows_G = E_G * jnp.max(abs_G * D[None, :], axis=1, initial=0.0)
+            max_over(abs_P * D[None, :], axis=1),
+            jnp.maximum(max_over(abs_A * E_A[:, None], axis=0), max_over(abs_G * E_G[:, None], axis=0)))
+        rows_A = E_A * max_over(abs_A * D[None, :], axis=1)
+        rows_G = E_G * max_over(abs_G * D[None, :], axis=1)
         return D * _step_factor(column_norms), E_A * _step_factor(rows_A), E_G * _step_factor(rows_G)
 
     # A loop, not unrolled: one copy of the step in the compiled program.
@@ -180,7 +179,7 @@ def ruiz_equilibrate(
     scales = jax.lax.fori_loop(0, iterations, ruiz_step, scales) if iterations else scales
     D = scales[0]
     P_hat = Dense(D[:, None] * P_dense * D[None, :])
-    return _equilibrated(P_hat, D * jnp.max(abs_P * D[None, :], axis=1), q, constraints, iterations, scales)
+    return _equilibrated(P_hat, D * max_over(abs_P * D[None, :], axis=1), q, constraints, iterations, scales)
 
 
 def ruiz_equilibrate_operators(P, q: jax.Array, constraints: Constraints, iterations: int):

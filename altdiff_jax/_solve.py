@@ -20,7 +20,7 @@ from ._adjoint import AdjointInfo
 from ._batching import is_batched
 from ._driver import initial_status, run, run_then_differentiate
 from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
-from ._linalg import Dense, SharedDense, lanes_gathered
+from ._linalg import Dense, SharedDense, all_over, lanes_gathered
 from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective
 from ._xupdate import make_x_solver
@@ -201,7 +201,7 @@ def usable(solution: Solution) -> jax.Array:
     """A solve has a derivative if it converged or was truncated, with a finite result."""
     status = solution.info.status
     ok = (status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED)
-    return ok & jnp.all(jnp.isfinite(solution.x))
+    return ok & all_over(jnp.isfinite(solution.x))
 
 
 def pull_back(strategy: Strategy, structure: Structure, numerics: Numerics, forward: _Run, blocks,
@@ -218,7 +218,7 @@ def pull_back(strategy: Strategy, structure: Structure, numerics: Numerics, forw
     """
     bars, info = strategy.cotangents(structure, numerics, forward, blocks, cotangent)
     ok = usable(forward.solution)
-    bars = [None if bar is None else jnp.where(ok & jnp.all(jnp.isfinite(bar)), bar, 0.0) for bar in bars]
+    bars = [None if bar is None else jnp.where(ok & all_over(jnp.isfinite(bar)), bar, 0.0) for bar in bars]
     return bars, info
 
 

@@ -101,3 +101,36 @@ def test_a_batch_sharing_its_matrices_keeps_one_copy_of_them():
     text = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1, 2)))).lower(q, b, h).compile().as_text()
     for rows in (p, m):
         assert not re.findall(rf"= f64\[{lanes},{rows},{n}\]", text)
+
+
+@pytest.mark.parametrize("length", [0, 1, 32, 33, 100, 1025, 40_000])
+def test_folded_reductions_equal_numpys_along_either_axis(length):
+    # _linalg.max_over, all_over, any_over and count_over fold a long axis into short ones
+    # (padded with the reduction's identity) on CPU; the result is numpy's exactly, along
+    # the rows or the columns of a matrix, for an empty axis too.
+    from altdiff_jax._linalg import all_over, any_over, count_over, max_over
+    rng = np.random.default_rng(length)
+    matrix = rng.standard_normal((3, length))
+    flags = matrix > 1.0
+    for axis, values, marks in ((1, matrix, flags), (0, matrix.T, flags.T)):
+        np.testing.assert_array_equal(jax.jit(lambda v: max_over(jnp.abs(v), axis))(values),
+                                      np.max(np.abs(values), axis=axis, initial=0.0))
+        np.testing.assert_array_equal(jax.jit(lambda v: -max_over(-v, axis, initial=-np.inf))(values),
+                                      np.min(values, axis=axis, initial=np.inf))
+        np.testing.assert_array_equal(jax.jit(lambda f: all_over(f, axis))(marks), np.all(marks, axis=axis))
+        np.testing.assert_array_equal(jax.jit(lambda f: any_over(f, axis))(marks), np.any(marks, axis=axis))
+        np.testing.assert_array_equal(jax.jit(lambda f: count_over(f, axis))(marks), np.sum(marks, axis=axis))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="reads the CPU compiler's optimised HLO text")
+def test_a_folded_reduction_compiles_to_one_kernel():
+    # XLA's CPU compiler rewrites a reduction over more than 32 entries into a windowed
+    # reduction and a second reduction: three kernels with the one that computes its
+    # operand, each paid in compile time. The folded one is one kernel, with no window.
+    from altdiff_jax._linalg import REDUCTION_WIDTH, max_over
+    v = jnp.ones(100)
+    plain = jax.jit(lambda v: jnp.max(jnp.abs(2 * v))).lower(v).compile().as_text()
+    folded = jax.jit(lambda v: max_over(jnp.abs(2 * v))).lower(v).compile().as_text()
+    assert v.shape[0] > REDUCTION_WIDTH
+    assert "reduce-window(" in plain and plain.count(" fusion(") == 3  # the rewrite this avoids
+    assert "reduce-window(" not in folded and folded.count(" fusion(") == 1
