@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ._iterate import Iterate, inf_norms
-from ._linalg import max_over
+from ._linalg import max_over, packed_scalars
 from ._objective import support
 from ._xupdate import equality_weight
 from ._problem import Constraints
@@ -58,15 +58,19 @@ def admm_step(objective, constraints: Constraints, z: Iterate, rho, alpha) -> It
 
 class Residuals(NamedTuple):
     """Residuals and duality gap in the user's scaling, their tolerance scales, and the
-    primal/dual balance in the solver's scaling (which drives the adaptive ρ)."""
+    primal/dual balance in the solver's scaling (which drives the adaptive ρ), packed in one
+    vector: one compiled kernel computes them and the loops carry one array (each scalar on
+    its own would be a kernel of its own: ``_linalg.packed_scalars``)."""
 
-    primal: jax.Array
-    dual: jax.Array
-    gap: jax.Array
-    primal_scale: jax.Array
-    dual_scale: jax.Array
-    gap_scale: jax.Array
-    scaled_balance: jax.Array  # (r_prim / scale) / (r_dual / scale), scaled space
+    values: jax.Array  # (7,): the properties below, in their order
+
+    primal = property(lambda self: self.values[0])
+    dual = property(lambda self: self.values[1])
+    gap = property(lambda self: self.values[2])
+    primal_scale = property(lambda self: self.values[3])
+    dual_scale = property(lambda self: self.values[4])
+    gap_scale = property(lambda self: self.values[5])
+    scaled_balance = property(lambda self: self.values[6])  # (r_prim / scale) / (r_dual / scale), scaled space
 
     def merit(self, tol: jax.Array) -> jax.Array:
         """The largest of the three ratios residual / (tol (1 + scale)); <= 1 is converged."""
@@ -112,7 +116,7 @@ def residuals(objective, constraints: Constraints, z: Iterate, scaling) -> Resid
         gap_scale = jnp.minimum(jnp.abs(primal_value), jnp.abs(dual_value)) / c
     tiny = jnp.finfo(z.x.dtype).tiny
     balance = (scaled_primal / (scaled_primal_scale + tiny)) / (scaled_dual / (scaled_dual_scale + tiny) + tiny)
-    return Residuals(primal, dual, gap, primal_scale, dual_scale, gap_scale, balance)
+    return Residuals(packed_scalars(primal, dual, gap, primal_scale, dual_scale, gap_scale, balance))
 
 
 def primal_infeasible(constraints: Constraints, d: Iterate, scaling, tol) -> jax.Array:

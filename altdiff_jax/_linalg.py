@@ -141,10 +141,10 @@ def _folded_reduction(reduction, x: jax.Array, axis: int, identity):
         depth += 1
     inner = REDUCTION_WIDTH ** (depth - 1)
     outer = -(-length // inner)
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, outer * inner - length)
-    folded = jnp.pad(x, widths, constant_values=identity).reshape(
-        x.shape[:axis] + (outer,) + (REDUCTION_WIDTH,) * (depth - 1) + x.shape[axis + 1:])
+    widths = [(0, 0, 0)] * x.ndim
+    widths[axis] = (0, outer * inner - length, 0)
+    folded = jax.lax.reshape(jax.lax.pad(x, jnp.asarray(identity, x.dtype), widths),
+                             x.shape[:axis] + (outer,) + (REDUCTION_WIDTH,) * (depth - 1) + x.shape[axis + 1:])
     return reduction(jax.lax.optimization_barrier(folded), tuple(range(axis, axis + depth)))
 
 
@@ -168,6 +168,14 @@ def count_over(x: jax.Array, axis: int = -1) -> jax.Array:
     """The number of True entries of ``x`` along ``axis`` (int32), one compiled kernel on
     CPU (see ``REDUCTION_WIDTH``)."""
     return _folded_reduction(lambda v, axes: jnp.sum(v, axis=axes, dtype=jnp.int32), x, axis, False)
+
+
+def packed_scalars(*scalars: jax.Array) -> jax.Array:
+    """``scalars`` stacked into one vector behind an optimisation barrier, so that one kernel
+    computes them all: XLA's CPU compiler fuses no sibling outputs, and each scalar kept
+    apart (a field of a loop's carry) is a kernel of its own. Read them back by indexing
+    where they are used, so that the reads fuse into their users."""
+    return jax.lax.optimization_barrier(jnp.stack(jnp.broadcast_arrays(*scalars)))
 
 
 OUTER_GRAM_ENTRIES = 1 << 22
