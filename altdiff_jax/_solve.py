@@ -19,7 +19,7 @@ from jax.experimental import sparse as jsparse
 from ._adjoint import AdjointInfo
 from ._batching import is_batched
 from ._driver import initial_status, run, run_then_differentiate
-from ._iterate import SEED_FIELDS, Iterate, Seeds, parameter_seeds
+from ._iterate import SEED_FIELDS, Iterate, Seeds, all_finite, parameter_seeds
 from ._linalg import Dense, SharedDense, all_over, lanes_gathered
 from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective
@@ -209,16 +209,16 @@ def pull_back(strategy: Strategy, structure: Structure, numerics: Numerics, forw
     """Cotangent of the solution -> cotangents of the user's (q, b, h, lb, ub), by
     ``strategy`` (``_strategies``).
 
-    A solve that failed (infeasible, unbounded, non-finite) has a zero gradient, so it
-    cannot poison the rest of a batch.
+    A solve that failed (infeasible, unbounded, non-finite), or whose cotangents are not
+    all finite, has a zero gradient, so it cannot poison the rest of a batch.
 
     Returns:
         ``([q̄, b̄, h̄, l̄b, ūb], AdjointInfo)`` (None where not computed); the gradients of
         P, A, G (or of an objective's θ) follow from them.
     """
     bars, info = strategy.cotangents(structure, numerics, forward, blocks, cotangent)
-    ok = usable(forward.solution)
-    bars = [None if bar is None else jnp.where(ok & all_over(jnp.isfinite(bar)), bar, 0.0) for bar in bars]
+    ok = usable(forward.solution) & all_finite([bar for bar in bars if bar is not None])
+    bars = [None if bar is None else jnp.where(ok, bar, 0.0) for bar in bars]
     return bars, info
 
 
