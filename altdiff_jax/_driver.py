@@ -455,7 +455,7 @@ def _polish_stopped(objective, constraints, scaling, state: LoopState, tol, in_p
     # Without exact Jacobians a lane that keeps the polished point has stopped (a stop to
     # polish needs settled Jacobians), so it never polishes again and the last attempt's
     # system is the kept point's; with them, a kept point whose Jacobians did not settle
-    # goes back to the loop, and may polish again without keeping the result.
+    # goes back to the loop, and an attempt it does not keep must not replace the kept system.
     kept_system = system if seeds_at is None else _select(take, system, state.polished_system)
     status = jnp.where(solved, jnp.int32(Status.SOLVED), jnp.where(ready, jnp.int32(RUNNING), status))
     return state._replace(

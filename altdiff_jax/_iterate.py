@@ -76,9 +76,16 @@ def zero_jacobian(z: Iterate, k: int) -> Iterate:
     return Iterate(*(jnp.zeros(v.shape + (k,), v.dtype) for v in z))
 
 
+def _nan_as_inf(magnitudes: jax.Array) -> jax.Array:
+    """NaN entries as +∞: a norm must report a NaN entry, and XLA's CPU reductions can drop
+    one (``_linalg.max_over``)."""
+    return jnp.where(magnitudes != magnitudes, jnp.inf, magnitudes)
+
+
 def inf_norm(v: jax.Array) -> jax.Array:
-    """‖v‖∞; 0 for an empty array (an absent block). Several norms at once: :func:`inf_norms`."""
-    return max_over(jnp.ravel(jnp.abs(v)))
+    """‖v‖∞ (+∞ with a NaN entry); 0 for an empty array (an absent block). Several norms at
+    once: :func:`inf_norms`."""
+    return max_over(_nan_as_inf(jnp.ravel(jnp.abs(v))))
 
 
 def inf_norms(*groups) -> jax.Array:
@@ -89,7 +96,7 @@ def inf_norms(*groups) -> jax.Array:
     flat = [jnp.ravel(g) if isinstance(g, jax.Array) else jnp.concatenate([jnp.ravel(a) for a in g])
             for g in groups]
     length = max(1, *(v.shape[0] for v in flat))
-    return max_over(jnp.stack([jnp.pad(jnp.abs(v), (0, length - v.shape[0])) for v in flat]), axis=1)
+    return max_over(jnp.stack([jnp.pad(_nan_as_inf(jnp.abs(v)), (0, length - v.shape[0])) for v in flat]), axis=1)
 
 
 def largest_relative_change(changes, values) -> jax.Array:

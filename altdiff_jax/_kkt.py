@@ -46,8 +46,8 @@ import numpy as np
 from ._batching import computed_where
 from ._iterate import Iterate, Seeds, largest_relative_change
 from ._jacobian import ActiveSet, active_set
-from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, all_over, any_over, count_over, Dense, Operator, factor_system, structured,
-                      symmetric_transpose_times, transpose_times)
+from ._linalg import (BLOCKED_SOLVE_FROM, Cholesky, Dense, Operator, all_over, any_over, count_over, factor_system,
+                      structured, symmetric_transpose_times, transpose_times)
 from ._sparse import NormalCG, is_sparse
 from ._xupdate import bound_diagonal
 from ._problem import Constraints

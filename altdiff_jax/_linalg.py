@@ -62,8 +62,9 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 #   elsewhere the whole batch, every lane computing when one asks, as before gathering was
 #   measured on CPU (on an accelerator, where a few small systems may cost about what many
 #   do, chunks would run in sequence; not measured: no accelerator was at hand);
-# * ``max_over``, ``all_over``: on CPU, a reduction over a long axis folded into short
-#   ones, so that XLA compiles it as one kernel with what it reduces; elsewhere the plain
+# * ``max_over``, ``all_over``, ``any_over``, ``count_over``: on CPU, a reduction of at
+#   most ``FOLDED_ENTRIES`` entries over a long axis folded into short ones, so that XLA
+#   compiles it as one kernel with what it reduces; elsewhere, or larger, the plain
 #   reduction.
 #
 # The plain path (another backend, or no layout API) computes the same results up to
@@ -116,26 +117,32 @@ REDUCTION_WIDTH = 32
 """XLA's CPU compiler rewrites a reduction over an axis longer than this into a windowed
 reduction and a second reduction of its results (its tree-reduction rewrite), three
 kernels with the one that computes the operand, where a shorter reduction is fused with
-it into one; each kernel costs compile time, about 10 ms on a 2-core CPU whatever its size
-(``benchmarks/results/compile_profile.md``)."""
+it into one; each kernel costs compile time, about 15 ms on a 2-core CPU whatever its size
+(``benchmarks/results/compile_profile.md``: 2.5 s for 157 kernels)."""
 
 FOLDED_ENTRIES = 1 << 15
 """Reductions of at most this many entries are folded (``max_over``): where compile time is
 what they cost. A larger one keeps XLA's rewrite, which runs its first stage on every core:
 folding the equilibration's and the data checks' reductions too made solve + gradient
-1.10× slower at n 1500 and 3000 (``benchmarks/results/folded_reductions_all_ab.md``)."""
+1.10–1.11× slower at n 1500 and 3000 (``benchmarks/results/folded_reductions_all_ab.md``)."""
+
+
+def _folds(x: jax.Array, axis: int) -> bool:
+    """Whether a reduction of ``x`` along ``axis`` is folded (see ``_folded_reduction``)."""
+    return (x.ndim > 0 and x.shape[axis % x.ndim] > REDUCTION_WIDTH and x.size <= FOLDED_ENTRIES
+            and on_cpu())
 
 
 def _folded_reduction(reduction, x: jax.Array, axis: int, identity):
-    """``reduction(x, axis)`` for an associative, order-free ``reduction`` (max, all, a count):
+    """``reduction(x, axes)`` for an associative, order-free ``reduction`` (max, all, a count):
     on CPU, for at most ``FOLDED_ENTRIES`` entries, the axis, padded with ``identity``, is
     folded into axes of at most ``REDUCTION_WIDTH`` entries, which XLA reduces in one kernel
     (the barrier keeps its simplifier from folding them back into one long axis before the
-    rewrite)."""
+    rewrite). Otherwise ``reduction`` along ``axis``."""
+    if not _folds(x, axis):
+        return reduction(x, axis if x.ndim else None)
     axis = axis % x.ndim
     length = x.shape[axis]
-    if length <= REDUCTION_WIDTH or x.size > FOLDED_ENTRIES or not on_cpu():
-        return reduction(x, axis)
     depth = 1
     while REDUCTION_WIDTH**depth < length:
         depth += 1
@@ -149,24 +156,29 @@ def _folded_reduction(reduction, x: jax.Array, axis: int, identity):
 
 
 def max_over(x: jax.Array, axis: int = -1, initial=0.0) -> jax.Array:
-    """``jnp.max(x, axis, initial=initial)``, one compiled kernel on CPU (see
-    ``REDUCTION_WIDTH``)."""
+    """``jnp.max(x, axis, initial=initial)``; one compiled kernel on CPU up to
+    ``FOLDED_ENTRIES`` entries (see ``REDUCTION_WIDTH``). A NaN entry may be dropped, as
+    XLA's CPU reductions drop one, folded or not, from about 10 000 entries
+    (``tests/test_compile.py``): a caller that must see it tests finiteness itself, or maps
+    NaN to +∞ first, as ``_iterate.inf_norms`` does."""
     return _folded_reduction(lambda v, axes: jnp.max(v, axis=axes, initial=initial), x, axis, initial)
 
 
 def all_over(x: jax.Array, axis: int = -1) -> jax.Array:
-    """``jnp.all(x, axis)``, one compiled kernel on CPU (see ``REDUCTION_WIDTH``)."""
+    """``jnp.all(x, axis)``; one compiled kernel on CPU up to ``FOLDED_ENTRIES`` entries
+    (see ``REDUCTION_WIDTH``)."""
     return _folded_reduction(lambda v, axes: jnp.all(v, axis=axes), x, axis, True)
 
 
 def any_over(x: jax.Array, axis: int = -1) -> jax.Array:
-    """``jnp.any(x, axis)``, one compiled kernel on CPU (see ``REDUCTION_WIDTH``)."""
+    """``jnp.any(x, axis)``; one compiled kernel on CPU up to ``FOLDED_ENTRIES`` entries
+    (see ``REDUCTION_WIDTH``)."""
     return _folded_reduction(lambda v, axes: jnp.any(v, axis=axes), x, axis, False)
 
 
 def count_over(x: jax.Array, axis: int = -1) -> jax.Array:
-    """The number of True entries of ``x`` along ``axis`` (int32), one compiled kernel on
-    CPU (see ``REDUCTION_WIDTH``)."""
+    """The number of True entries of ``x`` along ``axis`` (int32); one compiled kernel on
+    CPU up to ``FOLDED_ENTRIES`` entries (see ``REDUCTION_WIDTH``)."""
     return _folded_reduction(lambda v, axes: jnp.sum(v, axis=axes, dtype=jnp.int32), x, axis, False)
 
 

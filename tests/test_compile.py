@@ -103,23 +103,43 @@ def test_a_batch_sharing_its_matrices_keeps_one_copy_of_them():
         assert not re.findall(rf"= f64\[{lanes},{rows},{n}\]", text)
 
 
-@pytest.mark.parametrize("length", [0, 1, 32, 33, 100, 1025, 40_000])
+@pytest.mark.parametrize("length", [0, 1, 32, 33, 100, 1025, 10_000, 40_000])
 def test_folded_reductions_equal_numpys_along_either_axis(length):
     # _linalg.max_over, all_over, any_over and count_over fold a long axis into short ones
-    # (padded with the reduction's identity) on CPU; the result is numpy's exactly, along
-    # the rows or the columns of a matrix, for an empty axis too.
+    # (padded with the reduction's identity) on CPU, up to FOLDED_ENTRIES entries (40 000
+    # here is beyond it: the plain reduction); the result is numpy's exactly, along the rows
+    # or the columns, for an empty axis, with all-negative values (the padding must not
+    # win), rows all True or all False, and under vmap.
     from altdiff_jax._linalg import all_over, any_over, count_over, max_over
     rng = np.random.default_rng(length)
-    matrix = rng.standard_normal((3, length))
-    flags = matrix > 1.0
-    for axis, values, marks in ((1, matrix, flags), (0, matrix.T, flags.T)):
-        np.testing.assert_array_equal(jax.jit(lambda v: max_over(jnp.abs(v), axis))(values),
-                                      np.max(np.abs(values), axis=axis, initial=0.0))
-        np.testing.assert_array_equal(jax.jit(lambda v: -max_over(-v, axis, initial=-np.inf))(values),
-                                      np.min(values, axis=axis, initial=np.inf))
-        np.testing.assert_array_equal(jax.jit(lambda f: all_over(f, axis))(marks), np.all(marks, axis=axis))
-        np.testing.assert_array_equal(jax.jit(lambda f: any_over(f, axis))(marks), np.any(marks, axis=axis))
-        np.testing.assert_array_equal(jax.jit(lambda f: count_over(f, axis))(marks), np.sum(marks, axis=axis))
+    values = rng.standard_normal((6, length))
+    values[1] = -np.abs(values[1]) - 1.0
+    flags = values > 1.0
+    flags[3], flags[4] = True, False
+    for axis, v, f in ((1, values, flags), (0, values.T, flags.T)):
+        np.testing.assert_array_equal(jax.jit(lambda v: max_over(jnp.abs(v), axis))(v),
+                                      np.max(np.abs(v), axis=axis, initial=0.0))
+        np.testing.assert_array_equal(jax.jit(lambda v: max_over(v, axis, initial=-np.inf))(v),
+                                      np.max(v, axis=axis, initial=-np.inf))
+        np.testing.assert_array_equal(jax.jit(lambda v: -max_over(-v, axis, initial=-np.inf))(v),
+                                      np.min(v, axis=axis, initial=np.inf))
+        np.testing.assert_array_equal(jax.jit(lambda f: all_over(f, axis))(f), np.all(f, axis=axis))
+        np.testing.assert_array_equal(jax.jit(lambda f: any_over(f, axis))(f), np.any(f, axis=axis))
+        np.testing.assert_array_equal(jax.jit(lambda f: count_over(f, axis))(f), np.sum(f, axis=axis))
+    batched = jax.jit(jax.vmap(lambda row: max_over(row, initial=-np.inf)))(values)
+    np.testing.assert_array_equal(batched, np.max(values, axis=1, initial=-np.inf))
+
+
+@pytest.mark.parametrize("length", [100, 1025, 10_000, 40_000])
+def test_a_norm_reports_a_nan_entry_as_infinite(length):
+    # XLA's CPU reductions can drop a NaN (from about 10 000 entries, folded or not): the
+    # solver's norms count one as +inf, so a NaN residual is never reported finite.
+    from altdiff_jax._iterate import inf_norm, inf_norms
+    v = np.ones(length)
+    v[length // 2] = np.nan
+    assert np.isinf(jax.jit(inf_norm)(v))
+    norms = jax.jit(lambda v: inf_norms(v, [v[:10], v], v[:10]))(v)
+    np.testing.assert_array_equal(norms, [np.inf, np.inf, 1.0])
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="reads the CPU compiler's optimised HLO text")

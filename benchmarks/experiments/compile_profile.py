@@ -6,7 +6,7 @@ of the paper's QP at one size, float64, timed stage by stage, with the compiled 
 counts from its HLO text (fusions, dots, custom calls) and the number of kernels XLA's CPU
 compiler generated code for (its ``FusionCompiler::Compile`` events, read from a JAX
 profiler trace of the compile: fusions of identical computations share one kernel). On a
-2-core CPU each kernel costs about 10 ms of compile whatever its size, so the kernel count
+2-core CPU each kernel costs 10-25 ms of compile whatever its size, so the kernel count
 is what a smaller program has to cut.
 
 ``--reductions`` adds the cause of many of them: one ∞-norm of a 100-vector compiles to
@@ -14,6 +14,8 @@ three kernels by ``jnp.max`` (XLA's CPU compiler rewrites a reduction over more 
 entries into a windowed reduction and a second one) and to one by ``_linalg.max_over``.
 
     python benchmarks/experiments/compile_profile.py [--n 100] [--reductions] [--output benchmarks/results/compile_profile.md]
+
+At ``--n 1500`` the QP is the paper's Tiny (500 inequalities, 200 equalities).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ VARIANTS = {
     "differentiation='altdiff'": "differentiation='altdiff'",
     "scaling_iterations=0": "scaling_iterations=0",
 }
+# From n 400 (where they apply): the program without the blocked triangular solves, and
+# without polishing's factor update, by their size thresholds (module constants).
+LARGE_VARIANTS = {
+    "whole-matrix solves": "_linalg.BLOCKED_SOLVE_FROM=10**9",
+    "no factor update in polishing": "_solve.REUSABLE_FACTOR_SIZE=10**9",
+}
 
 
 def child(n: int, options: str) -> dict:
@@ -46,6 +54,12 @@ def child(n: int, options: str) -> dict:
     ineq, eq = (500, 200) if n == 1500 else (n // 2, n // 5)  # n 1500: the paper's Tiny
     problem = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp(n, ineq, eq).items()})
     g = jnp.asarray(harness.loss_vector(n))
+    if options.startswith("_"):  # a module constant (LARGE_VARIANTS)
+        import importlib
+        name, value = options.split("=")
+        module, constant = name.split(".")
+        setattr(importlib.import_module(f"altdiff_jax.{module}"), constant, eval(value))  # noqa: S307
+        options = ""
     opts = eval(f"ad.Options({options})")  # noqa: S307 - our own table above
 
     def loss(problem):
@@ -108,7 +122,7 @@ def main() -> None:
     import harness
     best: dict = {}
     for _ in range(args.rounds):
-        for name, options in VARIANTS.items():
+        for name, options in {**VARIANTS, **(LARGE_VARIANTS if args.n >= 400 else {})}.items():
             out = subprocess.run([sys.executable, __file__, "--child", str(args.n), options], capture_output=True,
                                  text=True, check=True).stdout.strip().splitlines()[-1]
             result = json.loads(out)
@@ -120,15 +134,15 @@ def main() -> None:
     table = harness.markdown_table(["options", "trace s", "lower s", "XLA compile s", "kernels compiled", "fusions",
                                     "dots", "custom calls"], rows)
     print(table)
+    body = [f"The paper's QP at n {args.n}, float64, `jit(value_and_grad)` of solve with the gradient of all "
+            f"six leaves; fresh processes, best of {args.rounds} by compile time (each compile under a JAX "
+            "profiler trace, which counts the kernels).", "", table]
+    if args.reductions:
+        reductions = harness.markdown_table(["‖2v‖∞ of a 100-vector by", "fusions", "windowed reductions"],
+                                            reduction_kernels())
+        print(reductions)
+        body += ["", "One reduction, compiled alone:", "", reductions]
     if args.output:
-        body = [f"The paper's QP at n {args.n}, float64, `jit(value_and_grad)` of solve with the gradient of all "
-                f"six leaves; fresh processes, best of {args.rounds} by compile time (each compile under a JAX "
-                "profiler trace, which counts the kernels).", "", table]
-        if args.reductions:
-            reductions = harness.markdown_table(["‖2v‖∞ of a 100-vector by", "fusions", "windowed reductions"],
-                                                reduction_kernels())
-            print(reductions)
-            body += ["", "One reduction, compiled alone:", "", reductions]
         harness.write_markdown(args.output, "Where the first call's time goes", harness.hardware_line(), body)
 
 
