@@ -68,7 +68,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 #   reduction.
 #
 # The plain path (another backend, or no layout API) computes the same results up to
-# round-off: ``tests/test_linalg_fallback.py`` runs both on CPU.
+# round-off (a NaN aside: see ``max_over``): ``tests/test_linalg_fallback.py`` runs both on CPU.
 
 try:  # experimental: other JAX releases lack it or spell it differently
     from jax.experimental.layout import Layout, with_layout_constraint
@@ -117,11 +117,12 @@ REDUCTION_WIDTH = 32
 """XLA's CPU compiler rewrites a reduction over an axis longer than this into a windowed
 reduction and a second reduction of its results (its tree-reduction rewrite), three
 kernels with the one that computes the operand, where a shorter reduction is fused with
-it into one; each kernel costs compile time, about 15 ms on a 2-core CPU whatever its size
+it into one; each kernel costs compile time, about 16 ms on average on a 2-core CPU
 (``benchmarks/results/compile_profile.md``: 2.5 s for 157 kernels)."""
 
 FOLDED_ENTRIES = 1 << 15
-"""Reductions of at most this many entries are folded (``max_over``): where compile time is
+"""Reductions of at most this many entries (per lane under ``vmap``) are folded
+(``max_over``, ``all_over``, ``any_over``, ``count_over``): where compile time is
 what they cost. A larger one keeps XLA's rewrite, which runs its first stage on every core:
 folding the equilibration's and the data checks' reductions too made solve + gradient
 1.10–1.11× slower at n 1500 and 3000 (``benchmarks/results/folded_reductions_all_ab.md``)."""
@@ -134,7 +135,7 @@ def _folds(x: jax.Array, axis: int) -> bool:
 
 
 def _folded_reduction(reduction, x: jax.Array, axis: int, identity):
-    """``reduction(x, axes)`` for an associative, order-free ``reduction`` (max, all, a count):
+    """``reduction`` of ``x`` along ``axis``, for an associative, order-free reduction (max, all, a count):
     on CPU, for at most ``FOLDED_ENTRIES`` entries, the axis, padded with ``identity``, is
     folded into axes of at most ``REDUCTION_WIDTH`` entries, which XLA reduces in one kernel
     (the barrier keeps its simplifier from folding them back into one long axis before the
@@ -157,10 +158,10 @@ def _folded_reduction(reduction, x: jax.Array, axis: int, identity):
 
 def max_over(x: jax.Array, axis: int = -1, initial=0.0) -> jax.Array:
     """``jnp.max(x, axis, initial=initial)``; one compiled kernel on CPU up to
-    ``FOLDED_ENTRIES`` entries (see ``REDUCTION_WIDTH``). A NaN entry may be dropped, as
-    XLA's CPU reductions drop one, folded or not, from about 10 000 entries
-    (``tests/test_compile.py``): a caller that must see it tests finiteness itself, or maps
-    NaN to +∞ first, as ``_iterate.inf_norms`` does."""
+    ``FOLDED_ENTRIES`` entries (see ``REDUCTION_WIDTH``). A NaN entry may be dropped: XLA's
+    CPU reductions were seen to drop one from a few thousand entries folded and about
+    10 000 plain. A caller that must see it maps NaN to +∞ first, as ``_iterate.inf_norms``
+    does; the infeasibility certificates need not (their size is such a norm, +∞ then)."""
     return _folded_reduction(lambda v, axes: jnp.max(v, axis=axes, initial=initial), x, axis, initial)
 
 

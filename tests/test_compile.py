@@ -109,7 +109,7 @@ def test_folded_reductions_equal_numpys_along_either_axis(length):
     # (padded with the reduction's identity) on CPU, up to FOLDED_ENTRIES entries (40 000
     # here is beyond it: the plain reduction); the result is numpy's exactly, along the rows
     # or the columns, for an empty axis, with all-negative values (the padding must not
-    # win), rows all True or all False, and under vmap.
+    # win), rows all True or all False, and under vmap. (No NaN: see max_over.)
     from altdiff_jax._linalg import all_over, any_over, count_over, max_over
     rng = np.random.default_rng(length)
     values = rng.standard_normal((6, length))
@@ -132,8 +132,9 @@ def test_folded_reductions_equal_numpys_along_either_axis(length):
 
 @pytest.mark.parametrize("length", [100, 1025, 10_000, 40_000])
 def test_a_norm_reports_a_nan_entry_as_infinite(length):
-    # XLA's CPU reductions can drop a NaN (from about 10 000 entries, folded or not): the
-    # solver's norms count one as +inf, so a NaN residual is never reported finite.
+    # XLA's CPU reductions can drop a NaN (seen from a few thousand entries folded, about
+    # 10 000 plain): the solver's norms count one as +inf, so a NaN residual is never
+    # reported finite.
     from altdiff_jax._iterate import inf_norm, inf_norms
     v = np.ones(length)
     v[length // 2] = np.nan

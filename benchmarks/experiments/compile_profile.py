@@ -6,7 +6,7 @@ of the paper's QP at one size, float64, timed stage by stage, with the compiled 
 counts from its HLO text (fusions, dots, custom calls) and the number of kernels XLA's CPU
 compiler generated code for (its ``FusionCompiler::Compile`` events, read from a JAX
 profiler trace of the compile: fusions of identical computations share one kernel). On a
-2-core CPU each kernel costs 10-25 ms of compile whatever its size, so the kernel count
+2-core CPU each kernel costs about 16 ms of compile on average, so the kernel count
 is what a smaller program has to cut.
 
 ``--reductions`` adds the cause of many of them: one ∞-norm of a 100-vector compiles to
@@ -37,8 +37,9 @@ VARIANTS = {
     "differentiation='altdiff'": "differentiation='altdiff'",
     "scaling_iterations=0": "scaling_iterations=0",
 }
-# From n 400 (where they apply): the program without the blocked triangular solves, and
-# without polishing's factor update, by their size thresholds (module constants).
+# From n 400 (where both apply): the program without the blocked triangular solves, and
+# without polishing's factor update, by their size thresholds (module constants, read at
+# trace time; _kkt.GATHERED_GRAM_FROM keeps its value, so the gathered Gram matrix stays).
 LARGE_VARIANTS = {
     "whole-matrix solves": "_linalg.BLOCKED_SOLVE_FROM=10**9",
     "no factor update in polishing": "_solve.REUSABLE_FACTOR_SIZE=10**9",

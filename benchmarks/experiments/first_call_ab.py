@@ -5,7 +5,9 @@ runs, for every size, one fresh process per version (alternating which goes firs
 timing the first call (trace, compile, run) of ``jit(value_and_grad(loss))`` of the
 paper's QP (gᵀx*, gradient of all six leaves, float64) and then a second call on new data.
 Best and median over the rounds. Machines here swing 2x between runs: only a comparison
-within one run means anything.
+within one run means anything. "after" is the working tree (uncommitted changes included);
+both versions run with the working tree's benchmark harness, and the loss vector is
+``harness.loss_vector`` (``first_call.py`` uses another).
 
     python benchmarks/experiments/first_call_ab.py --before 5cfd081 [--sizes 100 1500] [--rounds 3] [--output FILE]
 """
@@ -31,6 +33,8 @@ sys.path.insert(0, str(BENCHMARKS))
 def child(n: int) -> dict:
     """First and second call in this process, of the altdiff_jax found first on the path."""
     import jax
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_enable_compilation_cache", False)
     import jax.numpy as jnp
     import altdiff_jax as ad
     import harness
@@ -64,7 +68,7 @@ def main() -> None:
     parser.add_argument("--child", type=int)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    if args.child:
+    if args.child is not None:
         print(json.dumps(child(args.child)))
         return
     import harness
