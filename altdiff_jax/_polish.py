@@ -73,7 +73,7 @@ class _Round(NamedTuple):
 
 
 def _in_domain(objective, x: jax.Array) -> jax.Array:
-    return jnp.isfinite(objective.value(x)) & all_over(jnp.isfinite(objective.gradient(x)))
+    return jnp.isfinite(objective.value(x)) & all_finite(objective.gradient(x))
 
 
 def _is_kkt_point(constraints, active: ActiveSet, slack, x, y: KKTVector, tol) -> jax.Array:
@@ -181,7 +181,7 @@ def _round(objective, constraints, rho, tol, state: _Round) -> _Round:
     # degenerate vertex, where a weakly active row is active by the margin rule
     # but its multiplier in an over-determined active set comes out wrong-signed.)
     done = ((same_active_set(new_active, state.active) | _is_kkt_point(constraints, state.active, slack, x, y, tol))
-            & settled) | ~all_over(jnp.isfinite(x))
+            & settled) | ~all_finite(x)
     return _Round(x, y, state.active, factor, new_active, state.count + 1, done)
 
 

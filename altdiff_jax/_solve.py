@@ -20,7 +20,7 @@ from ._adjoint import AdjointInfo
 from ._batching import is_batched
 from ._driver import initial_status, run, run_then_differentiate
 from ._iterate import SEED_FIELDS, Iterate, Seeds, all_finite, parameter_seeds
-from ._linalg import Dense, SharedDense, all_over, lanes_gathered
+from ._linalg import Dense, SharedDense, lanes_gathered
 from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective
 from ._xupdate import make_x_solver
@@ -201,7 +201,7 @@ def usable(solution: Solution) -> jax.Array:
     """A solve has a derivative if it converged or was truncated, with a finite result."""
     status = solution.info.status
     ok = (status == Status.SOLVED) | (status == Status.MAX_ITER) | (status == Status.STALLED)
-    return ok & all_over(jnp.isfinite(solution.x))
+    return ok & all_finite(solution.x)
 
 
 def pull_back(strategy: Strategy, structure: Structure, numerics: Numerics, forward: _Run, blocks,

@@ -22,9 +22,8 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 
 from ._adjoint import AdjointInfo, adjoint_vjp
-from ._iterate import Iterate
+from ._iterate import Iterate, all_finite
 from ._kkt import kkt_vjp
-from ._linalg import all_over
 from ._options import Numerics, Structure
 from ._solution import Status
 
@@ -113,7 +112,7 @@ class KKT(Strategy):
         scaled_cotangent = _scaled_cotangent(forward, cotangent)
         sigma_bar, change = kkt_vjp(forward.objective, forward.constraints, z, solution.info.rho, numerics.tol,
                                     scaled_cotangent, solution.info.polished, forward.polished_system)
-        finite = all_over(jnp.ravel(jnp.isfinite(sigma_bar.grad)))
+        finite = all_finite(sigma_bar.grad)
         # On the sparse path, a solve whose refinement did not settle to the tolerance
         # (inexact solves on an ill-conditioned system) is reported as truncated.
         settled = change <= numerics.tol

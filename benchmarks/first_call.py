@@ -42,11 +42,6 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}  # the compiler options of 
 LAYER_CONTENDERS = ["altdiff_jax", "cvxpylayers"]
 
 
-def _paper_qp(n: int, seed: int):
-    import harness
-    return harness.paper_qp(n, n // 2, n // 5, seed=seed) if n < 1500 else harness.paper_qp(1500, 500, 200, seed=seed)
-
-
 def _qp_function(contender: str):
     """``loss(params, g)`` of a QP contender, ``params`` a dict of the six leaves."""
     if contender == "altdiff_jax":
@@ -87,7 +82,9 @@ def child_qp(contender: str, n: int, compiler_options=None) -> dict:
     import jax
     jax.config.update("jax_enable_x64", True)
     import numpy as np
-    problems = [_paper_qp(n, seed) for seed in (0, 1)]
+
+    import harness
+    problems = [harness.paper_qp_of_size(n, seed) for seed in (0, 1)]
     g = np.linspace(-1.0, 1.0, problems[0]["q"].shape[0])
     if contender == "cvxpylayers":
         return child_cvxpylayers_qp(problems, g)

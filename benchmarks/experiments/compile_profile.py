@@ -52,8 +52,7 @@ def child(n: int, options: str) -> dict:
     import jax.numpy as jnp
     import altdiff_jax as ad
     import harness
-    ineq, eq = (500, 200) if n == 1500 else (n // 2, n // 5)  # n 1500: the paper's Tiny
-    problem = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp(n, ineq, eq).items()})
+    problem = ad.QP(**{k: jnp.asarray(v) for k, v in harness.paper_qp_of_size(n).items()})
     g = jnp.asarray(harness.loss_vector(n))
     if options.startswith("_"):  # a module constant (LARGE_VARIANTS)
         import importlib

@@ -20,10 +20,8 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from io import BytesIO
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
@@ -38,9 +36,7 @@ def child(n: int) -> dict:
     import jax.numpy as jnp
     import altdiff_jax as ad
     import harness
-    ineq, eq = (500, 200) if n == 1500 else (n // 2, n // 5)  # n 1500: the paper's Tiny
-    first, second = ({k: jnp.asarray(v) for k, v in harness.paper_qp(n, ineq, eq, seed=seed).items()}
-                     for seed in (0, 1))
+    first, second = ({k: jnp.asarray(v) for k, v in harness.paper_qp_of_size(n, seed).items()} for seed in (0, 1))
     g = jnp.asarray(harness.loss_vector(n))
     f = jax.jit(jax.value_and_grad(lambda params, g: ad.solve(ad.QP(**params)).x @ g))
     jax.block_until_ready((first, second))
@@ -49,15 +45,6 @@ def child(n: int) -> dict:
     middle = time.perf_counter()
     jax.block_until_ready(f(second, g))
     return {"first": middle - start, "second": time.perf_counter() - middle, "package": ad.__file__}
-
-
-def export(ref: str, directory: Path) -> Path:
-    import harness
-    archive = subprocess.run(["git", "archive", ref, "altdiff_jax"], cwd=harness.ROOT, capture_output=True,
-                             check=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(directory)  # our own repository's archive
-    return directory
 
 
 def main() -> None:
@@ -73,7 +60,8 @@ def main() -> None:
         return
     import harness
     with tempfile.TemporaryDirectory() as directory:
-        versions = {f"before ({args.before})": export(args.before, Path(directory)), "after": harness.ROOT}
+        versions = {f"before ({args.before})": harness.export_package(args.before, Path(directory)),
+                    "after": harness.ROOT}
         runs = {(name, n): [] for name in versions for n in args.sizes}
         for round_ in range(args.rounds):
             for n in args.sizes:

@@ -20,9 +20,7 @@ import argparse
 import importlib.util
 import subprocess
 import sys
-import tarfile
 import tempfile
-from io import BytesIO
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
@@ -41,10 +39,7 @@ from batches import degenerate_problems  # noqa: E402
 
 def import_version(ref: str, directory: Path):
     """altdiff_jax as of git ``ref``, imported as the package ``altdiff_before``."""
-    archive = subprocess.run(["git", "archive", ref, "altdiff_jax"], cwd=harness.ROOT, capture_output=True,
-                             check=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(directory)  # our own repository's archive
+    harness.export_package(ref, directory)
     package = directory / "altdiff_before"
     (directory / "altdiff_jax").rename(package)
     spec = importlib.util.spec_from_file_location("altdiff_before", package / "__init__.py",

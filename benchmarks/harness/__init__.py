@@ -56,12 +56,13 @@ from .peers import (  # noqa: E402
     qpth_sparsemax,
     run_adapter,
 )
-from .problems import QP_KEYS, loss_vector, paper_qp, stacked_qp  # noqa: E402
+from .problems import QP_KEYS, loss_vector, paper_qp, paper_qp_of_size, stacked_qp  # noqa: E402
 from .provenance import (  # noqa: E402
     PEER_PACKAGES,
     RESULTS,
     ROOT,
     available_memory,
+    export_package,
     hardware_line,
     package_version,
     source_version,

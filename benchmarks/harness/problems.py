@@ -25,6 +25,12 @@ def paper_qp(n: int, ineq: int, eq: int, seed: int = 0) -> dict:
     return dict(P=P, q=q, A=A, b=A @ x0, G=G, h=G @ x0 + rng.uniform(size=ineq))
 
 
+def paper_qp_of_size(n: int, seed: int = 0) -> dict:
+    """:func:`paper_qp` at n variables as the first-call benchmarks pose it: the paper's Tiny
+    (500 inequalities, 200 equalities) at n 1500, else n/2 inequalities and n/5 equalities."""
+    return paper_qp(1500, 500, 200, seed=seed) if n == 1500 else paper_qp(n, n // 2, n // 5, seed=seed)
+
+
 def stacked_qp(problems: Sequence[Mapping[str, np.ndarray]], in_axes, dtype=jnp.float64):
     """The ``altdiff_jax.QP`` of a vmapped batch: leaves whose ``in_axes`` entry is None
     from the first problem, the others stacked along a new leading axis."""

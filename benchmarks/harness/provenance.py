@@ -4,12 +4,14 @@ load, jax and the peers' versions), and the machine's memory."""
 from __future__ import annotations
 
 import datetime
+import io
 import importlib.metadata
 import math
 import os
 import pathlib
 import platform
 import subprocess
+import tarfile
 from typing import Optional, Sequence
 
 import jax
@@ -38,6 +40,16 @@ def source_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "commit unknown (no git)"
     return f"commit {commit}" + (" + uncommitted changes to altdiff_jax" if dirty else "")
+
+
+def export_package(ref: str, directory: pathlib.Path) -> pathlib.Path:
+    """altdiff_jax as of git ``ref``, extracted into ``directory`` (returned): ``directory /
+    "altdiff_jax"`` is that version's package."""
+    archive = subprocess.run(["git", "archive", ref, "altdiff_jax"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory)  # our own repository's archive
+    return directory
 
 
 def _cpu_model() -> str:
