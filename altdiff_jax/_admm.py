@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ._iterate import Iterate, inf_norms
-from ._linalg import max_over, packed_scalars
+from ._linalg import inner, max_over, packed_scalars
 from ._objective import support
 from ._xupdate import equality_weight
 from ._problem import Constraints
@@ -74,10 +74,7 @@ class Residuals(NamedTuple):
 
     def merit(self, tol: jax.Array) -> jax.Array:
         """The largest of the three ratios residual / (tol (1 + scale)); <= 1 is converged."""
-        return jnp.maximum(
-            jnp.maximum(self.primal / (tol * (1 + self.primal_scale)), self.dual / (tol * (1 + self.dual_scale))),
-            self.gap / (tol * (1 + self.gap_scale)),
-        )
+        return jnp.max(self.values[:3] / (tol * (1 + self.values[3:6])))
 
 
 def residuals(objective, constraints: Constraints, z: Iterate, scaling) -> Residuals:
@@ -129,7 +126,7 @@ def primal_infeasible(constraints: Constraints, d: Iterate, scaling, tol) -> jax
     # Unscaled differences are E δỹ / c (and δμ̃ / (cD)); c cancels from every homogeneous test.
     normal = A.rmv(d.lam) + G.rmv(d.nu) + constraints.B.rmv(d.mu)
     size, normal_size = inf_norms((E_A * d.lam, E_G * d.nu, d.mu / constraints.B.mv(D)), normal / D)
-    value = b @ d.lam + h @ d.nu + support(d.mu, lb, ub)
+    value = inner(b, d.lam) + inner(h, d.nu) + support(d.mu, lb, ub)
     sign_ok = -max_over(-E_G * d.nu) >= -tol * size
     return (size > 0) & (normal_size <= tol * size) & (value < -tol * size) & sign_ok
 

@@ -122,7 +122,7 @@ it into one; each kernel costs compile time, about 16 ms on average on a 2-core 
 
 FOLDED_ENTRIES = 1 << 15
 """Reductions of at most this many entries (per lane under ``vmap``) are folded
-(``max_over``, ``all_over``, ``any_over``, ``count_over``): where compile time is
+(``max_over``, ``all_over``, ``any_over``, ``count_over``, ``sum_over``): where compile time is
 what they cost. A larger one keeps XLA's rewrite, which runs its first stage on every core:
 folding the equilibration's and the data checks' reductions too made solve + gradient
 1.10–1.11× slower at n 1500 and 3000 (``benchmarks/results/folded_reductions_all_ab.md``)."""
@@ -135,7 +135,7 @@ def _folds(x: jax.Array, axis: int) -> bool:
 
 
 def _folded_reduction(reduction, x: jax.Array, axis: int, identity):
-    """``reduction`` of ``x`` along ``axis``, for an associative, order-free reduction (max, all, a count):
+    """``reduction`` of ``x`` along ``axis``, for an associative reduction (max, all, a count, a sum):
     on CPU, for at most ``FOLDED_ENTRIES`` entries, the axis, padded with ``identity``, is
     folded into axes of at most ``REDUCTION_WIDTH`` entries, which XLA reduces in one kernel
     (the barrier keeps its simplifier from folding them back into one long axis before the
@@ -181,6 +181,19 @@ def count_over(x: jax.Array, axis: int = -1) -> jax.Array:
     """The number of True entries of ``x`` along ``axis`` (int32); one compiled kernel on
     CPU up to ``FOLDED_ENTRIES`` entries (see ``REDUCTION_WIDTH``)."""
     return _folded_reduction(lambda v, axes: jnp.sum(v, axis=axes, dtype=jnp.int32), x, axis, False)
+
+
+def sum_over(x: jax.Array, axis: int = -1) -> jax.Array:
+    """``jnp.sum(x, axis)``; one compiled kernel on CPU up to ``FOLDED_ENTRIES`` entries (see
+    ``REDUCTION_WIDTH``), summed in blocks of ``REDUCTION_WIDTH`` (a different order than
+    ``jnp.sum``'s, as accurate)."""
+    return _folded_reduction(lambda v, axes: jnp.sum(v, axis=axes), x, axis, 0)
+
+
+def inner(u: jax.Array, v: jax.Array) -> jax.Array:
+    """``u @ v`` of two vectors by :func:`sum_over`: one kernel with the products, where
+    XLA's CPU compiler makes a product of more than ``REDUCTION_WIDTH`` entries three."""
+    return sum_over(u * v)
 
 
 def packed_scalars(*scalars: jax.Array) -> jax.Array:

@@ -38,7 +38,7 @@ from typing import NamedTuple, Optional, Protocol
 import jax
 import jax.numpy as jnp
 
-from ._linalg import Operator
+from ._linalg import Operator, inner, sum_over
 from ._problem import Constraints
 from ._xupdate import EQUALITY_WEIGHT, XSolver
 
@@ -114,7 +114,7 @@ def support(mu: jax.Array, lb: jax.Array, ub: jax.Array) -> jax.Array:
     """max over lb <= z <= ub of μᵀz (+inf when μ points along an infinite side)."""
     upper = jnp.where(mu > 0, jnp.where(jnp.isinf(ub), jnp.inf, ub * mu), 0.0)
     lower = jnp.where(mu < 0, jnp.where(jnp.isinf(lb), jnp.inf, lb * mu), 0.0)
-    return jnp.sum(upper + lower)
+    return sum_over(upper + lower)
 
 
 class QuadraticObjective(NamedTuple):
@@ -143,7 +143,7 @@ class QuadraticObjective(NamedTuple):
         return self.solver.rho_dependent
 
     def value(self, x: jax.Array) -> jax.Array:
-        return 0.5 * self.c * (x @ self.P_hat.mv(x)) + self.q @ x
+        return 0.5 * self.c * inner(x, self.P_hat.mv(x)) + inner(self.q, x)
 
     def gradient(self, x: jax.Array) -> jax.Array:
         return self.c * self.P_hat.mv(x) + self.q
@@ -163,12 +163,12 @@ class QuadraticObjective(NamedTuple):
 
     def recession_slope(self, d_x: jax.Array) -> jax.Array:
         """qᵀd: negative along a direction of unbounded descent."""
-        return self.q @ d_x
+        return inner(self.q, d_x)
 
     def dual_objective(self, lam, nu, mu, constraints: Constraints, x) -> jax.Array:
         """−½xᵀPx − bᵀλ − hᵀν − max_{lb<=z<=ub} μᵀz at a stationary x."""
-        quadratic = 0.5 * self.c * (x @ self.P_hat.mv(x))
-        return -quadratic - constraints.b @ lam - constraints.h @ nu - support(mu, constraints.lb, constraints.ub)
+        quadratic = 0.5 * self.c * inner(x, self.P_hat.mv(x))
+        return -quadratic - inner(constraints.b, lam) - inner(constraints.h, nu) - support(mu, constraints.lb, constraints.ub)
 
     def x_update(self, x: jax.Array, r: jax.Array, rho: jax.Array) -> jax.Array:
         # (5a) with the proximal term: H x⁺ = σxᵏ − q − r,  H = c(P̂ + σI) + ρC

@@ -176,7 +176,7 @@ def ruiz_equilibrate(
 
     # A loop, not unrolled: one copy of the step in the compiled program.
     scales = (jnp.ones(q.shape, dtype), jnp.ones(b.shape, dtype), jnp.ones(h.shape, dtype))
-    scales = jax.lax.fori_loop(0, iterations, ruiz_step, scales) if iterations else scales
+    scales = jax.lax.fori_loop(jnp.int32(0), jnp.int32(iterations), ruiz_step, scales) if iterations else scales
     D = scales[0]
     P_hat = Dense(D[:, None] * P_dense * D[None, :])
     return _equilibrated(P_hat, D * max_over(abs_P * D[None, :], axis=1), q, constraints, iterations, scales)
@@ -196,6 +196,6 @@ def ruiz_equilibrate_operators(P, q: jax.Array, constraints: Constraints, iterat
         return D * _step_factor(column_norms), E_A * _step_factor(A_s.row_norms()), E_G * _step_factor(G_s.row_norms())
 
     scales = (jnp.ones(q.shape, dtype), jnp.ones((p,), dtype), jnp.ones(h.shape, dtype))
-    scales = jax.lax.fori_loop(0, iterations, ruiz_step, scales) if iterations else scales
+    scales = jax.lax.fori_loop(jnp.int32(0), jnp.int32(iterations), ruiz_step, scales) if iterations else scales
     P_hat = P.scale(scales[0], scales[0])
     return _equilibrated(P_hat, P_hat.column_norms(), q, constraints, iterations, scales)
