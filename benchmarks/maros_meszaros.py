@@ -1,6 +1,6 @@
 """The Maros–Meszaros QP set: altdiff_jax vs OSQP (C), judged against Clarabel.
 
-Run ``python benchmarks/maros_meszaros.py [DATA_DIR] [--subset dense|all] [--only NAME ...]``.
+Run ``python benchmarks/maros_meszaros.py [DATA_DIR] [--subset dense|all] [--only NAME ...] [--sparse]``.
 
 The problems are read from ``DATA_DIR`` (default ``$ALTDIFF_DATA/maros_meszaros``, else
 ``../shared/data/maros_meszaros`` next to the repository): ``.mat`` files holding ``P``, ``q``,
@@ -14,13 +14,17 @@ Each problem is solved, in one process, by
   ``max_iter``, the other settings its defaults;
 * altdiff_jax, ``jax.jit(ad.solve)`` with ``Options(tol=tol, max_iter=max_iter)`` on dense
   float64 arrays: rows with ``l = u`` become ``Ax = b``; rows with one nonzero become bounds
-  ``lb <= x <= ub``; the other rows become ``Gx <= h`` (one row per finite side).
+  ``lb <= x <= ub``; the other rows become ``Gx <= h`` (one row per finite side). With
+  ``--sparse``, P, A and G are ``jax.experimental.sparse.BCOO`` matrices (the sparse path:
+  conjugate gradients, nothing formed densely), and each problem is solved in a process of
+  its own, stopped after ``--timeout`` seconds (reported ``TIMEOUT``, not solved).
 
 Verdicts for a problem Clarabel solves: ``correct`` (SOLVED, objective within 1e-4·max(1, |obj*|)
 of Clarabel's and violation of ``l <= Ax <= u`` within 1e-5·(1 + max(‖Ax‖∞, finite |l|, |u|))),
 ``wrong-SOLVED``, ``wrong-infeasible`` (a certificate of infeasibility or unboundedness),
 ``not-solved`` (MAX_ITER or another status). Time: one run after compilation (OSQP: setup +
-solve, after one warm-up run). Writes ``benchmarks/results/maros_meszaros.md`` (``--output``).
+solve, after one warm-up run). Writes ``benchmarks/results/maros_meszaros.md``, or
+``maros_meszaros_sparse.md`` with ``--sparse`` (``--output``).
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import json
 import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Optional
 
@@ -39,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.io
 import scipy.sparse as sp
+from jax.experimental import sparse as jsparse
 
 jax.config.update("jax_enable_x64", True)
 
@@ -102,8 +110,9 @@ def load(path: pathlib.Path) -> Problem:
 # ----------------------------------------------------------------------------- conversions
 
 
-def to_qp(problem: Problem) -> ad.QP:
-    """The problem in altdiff_jax's form ``Ax = b, Gx <= h, lb <= x <= ub`` (dense float64)."""
+def to_qp(problem: Problem, sparse: bool = False) -> ad.QP:
+    """The problem in altdiff_jax's form ``Ax = b, Gx <= h, lb <= x <= ub`` (float64; the
+    matrices dense arrays, or BCOO matrices with ``sparse``)."""
     A = problem.A.tocsr()
     l, u = problem.l, problem.u
     counts = np.diff(A.indptr)
@@ -120,14 +129,22 @@ def to_qp(problem: Problem) -> ad.QP:
     general = ~equality & ~singleton & (counts > 0)
     upper = general & (u < INFINITY)
     lower = general & (l > -INFINITY)
-    G = sp.vstack([A[upper], -A[lower]]).toarray()
+    G = sp.vstack([A[upper], -A[lower]])
     h = np.concatenate([u[upper], -l[lower]])
-    dense = lambda block: jnp.asarray(block) if block.size else None  # noqa: E731
+
+    def matrix(block):
+        if not block.shape[0]:
+            return None
+        if sparse:
+            return jsparse.BCOO.from_scipy_sparse(sp.coo_matrix(block))
+        return jnp.asarray(block.toarray())
+
+    vector = lambda block: jnp.asarray(block) if block.size else None  # noqa: E731
     bounded_below, bounded_above = np.isfinite(lb).any(), np.isfinite(ub).any()
     return ad.QP(
-        P=jnp.asarray(problem.P.toarray()), q=jnp.asarray(problem.q),
-        A=dense(A[equality].toarray()), b=dense(l[equality]) if equality.any() else None,
-        G=dense(G) if h.size else None, h=dense(h) if h.size else None,
+        P=matrix(problem.P), q=jnp.asarray(problem.q),
+        A=matrix(A[equality]), b=vector(l[equality]),
+        G=matrix(G), h=vector(h),
         lb=jnp.asarray(lb) if bounded_below else None, ub=jnp.asarray(ub) if bounded_above else None,
     )
 
@@ -188,14 +205,39 @@ def run_osqp(problem: Problem, tol: float, max_iter: int) -> Run:
 _solve = jax.jit(ad.solve)
 
 
-def run_altdiff(problem: Problem, options: ad.Options) -> Run:
-    qp = to_qp(problem)
+def run_altdiff(problem: Problem, options: ad.Options, sparse: bool = False) -> Run:
+    qp = to_qp(problem, sparse)
     compiled = _solve.lower(qp, options).compile()
     start = time.perf_counter()
     solution = jax.block_until_ready(compiled(qp, options))
     seconds = time.perf_counter() - start
     return Run(ad.Status(int(solution.info.status)).name, int(solution.info.iterations), seconds,
                np.asarray(solution.x, float))
+
+
+def run_altdiff_apart(path: pathlib.Path, options: ad.Options, timeout: float) -> Run:
+    """:func:`run_altdiff` on the sparse path in a process of its own, stopped after
+    ``timeout`` seconds (status ``TIMEOUT``; the time then counts the compilation too)."""
+    with tempfile.TemporaryDirectory() as directory:
+        solution_file = pathlib.Path(directory) / "x.npy"
+        command = [sys.executable, __file__, "--child", str(path), str(solution_file),
+                   "--tol", str(options.tol), "--max-iter", str(options.max_iter)]
+        start = time.perf_counter()
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return Run("TIMEOUT", 0, time.perf_counter() - start, None)
+        if out.returncode != 0:
+            print(out.stderr[-2000:], file=sys.stderr)
+            return Run(f"CRASHED ({out.returncode})", 0, time.perf_counter() - start, None)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        return Run(result["status"], result["iterations"], result["seconds"], np.load(solution_file))
+
+
+def child(path: str, solution_file: str, tol: float, max_iter: int) -> None:
+    run = run_altdiff(load(pathlib.Path(path)), ad.Options(tol=tol, max_iter=max_iter), sparse=True)
+    np.save(solution_file, run.x)
+    print(json.dumps({"status": run.status, "iterations": run.iterations, "seconds": run.seconds}))
 
 
 # ----------------------------------------------------------------------------- judging
@@ -245,14 +287,15 @@ SOLVERS = ("OSQP", "altdiff_jax")
 
 
 def summary(rows: list[dict]) -> list[str]:
-    lines = ["| solver | correct | wrong SOLVED | wrong infeasible | not solved (of which MAX_ITER) | time (s) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| solver | correct | wrong SOLVED | wrong infeasible | not solved (of which MAX_ITER, TIMEOUT) "
+             "| time (s) |", "|---|---|---|---|---|---|"]
     for solver in SOLVERS:
         counts = {v: sum(row[solver + " verdict"] == v for row in rows) for v in VERDICTS}
         max_iter = sum(row[solver].status == "MAX_ITER" for row in rows)
+        timeout = sum(row[solver].status == "TIMEOUT" for row in rows)
         seconds = sum(row[solver].seconds for row in rows)
         lines.append(f"| {solver} | {counts['correct']} | {counts['wrong-SOLVED']} | {counts['wrong-infeasible']} "
-                     f"| {counts['not-solved']} ({max_iter}) | {seconds:.1f} |")
+                     f"| {counts['not-solved']} ({max_iter}, {timeout}) | {seconds:.1f} |")
     return lines
 
 
@@ -276,11 +319,14 @@ def write_report(path: pathlib.Path, args: argparse.Namespace, rows: list[dict],
     import datetime
 
     lines = [
-        "# Maros–Meszaros: altdiff_jax vs OSQP (C), judged against Clarabel", "",
+        f"# Maros–Meszaros{' (sparse path)' if args.sparse else ''}: altdiff_jax vs OSQP (C), judged against Clarabel",
+        "",
         f"git {hard_suite._git('rev-parse', '--short', 'HEAD')}, {datetime.datetime.now().isoformat(timespec='seconds')}, "
         f"{hard_suite._cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}, osqp {osqp.__version__}, "
         f"clarabel {clarabel.__version__}; {hard_suite._package_fingerprint()}.", "",
-        f"Command: `python benchmarks/maros_meszaros.py --subset {args.subset}` ({len(rows)} problems). "
+        f"Command: `python benchmarks/maros_meszaros.py --subset {args.subset}"
+        f"{f' --sparse --timeout {args.timeout:g}' if args.sparse else ''}` ({len(rows)} problems). "
+        f"altdiff_jax on {'BCOO matrices (the sparse path), each problem in a process of its own' if args.sparse else 'dense arrays'}; "
         f"tol {args.tol:g}, max_iter {args.max_iter}, float64, CPU. Correct = SOLVED with objective within "
         f"{OBJECTIVE_RTOL:g}·max(1, |obj*|) of Clarabel's and violation of l <= Ax <= u within "
         f"{FEASIBILITY_TOL:g}·(1 + max(‖Ax‖∞, finite |l|, |u|)). Time: one run after compilation "
@@ -297,15 +343,25 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=[])
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--max-iter", type=int, default=20000)
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "maros_meszaros.md"))
+    parser.add_argument("--sparse", action="store_true", help="altdiff_jax on BCOO matrices, each problem apart")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per problem with --sparse")
+    parser.add_argument("--output")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(*args.child, args.tol, args.max_iter)
+        return
+    name = "maros_meszaros_sparse.md" if args.sparse else "maros_meszaros.md"
+    args.output = args.output or str(ROOT / "benchmarks" / "results" / name)
     start = time.perf_counter()
     options = ad.Options(tol=args.tol, max_iter=args.max_iter)
     rows = []
     for path in select(data_dir(args.data), args.subset, args.only):
         problem = load(path)
         row = {"name": problem.name, "n": problem.n, "m": problem.m, "Clarabel": run_clarabel(problem),
-               "OSQP": run_osqp(problem, args.tol, args.max_iter), "altdiff_jax": run_altdiff(problem, options)}
+               "OSQP": run_osqp(problem, args.tol, args.max_iter),
+               "altdiff_jax": (run_altdiff_apart(path, options, args.timeout) if args.sparse
+                               else run_altdiff(problem, options))}
         for solver in SOLVERS:
             row[solver + " verdict"] = verdict(problem, row[solver], row["Clarabel"])
         rows.append(row)
