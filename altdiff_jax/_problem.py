@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.experimental import sparse as jsparse
 
 from ._linalg import BoundRows, Dense, Operator
-from ._sparse import Sparse, stored_entries
+from ._sparse import ITERATIVE, MatrixFree, Sparse, stored_entries
 
 
 class QP(NamedTuple):
@@ -27,7 +27,9 @@ class QP(NamedTuple):
     of size n × n, n × p or n × m is formed and every linear system is solved by
     conjugate gradients (see the guide "Sparse problems"). The gradient of a BCOO leaf
     is the gradient of its values (``jax.grad(..., allow_int=True)`` for a pytree that
-    holds its integer indices).
+    holds its integer indices). They may also be :class:`MatrixFree` operators, known
+    only by their products with vectors (the same path; the gradient is that of their
+    ``params``).
 
     ``P`` is used through its symmetric part ``(P + Pᵀ)/2`` and must be positive
     semidefinite. Nothing else is required of the data: a singular P, an LP (P = 0),
@@ -35,11 +37,11 @@ class QP(NamedTuple):
     is reported by its status.
 
     Attributes:
-        P: ``(n, n)`` quadratic cost (an array or a BCOO matrix).
+        P: ``(n, n)`` quadratic cost (an array, a BCOO matrix or a :class:`MatrixFree`).
         q: ``(n,)`` linear cost.
-        A: ``(p, n)`` equality matrix (an array or a BCOO matrix), or None.
+        A: ``(p, n)`` equality matrix (an array, a BCOO matrix or a :class:`MatrixFree`), or None.
         b: ``(p,)`` equality right-hand side, or None.
-        G: ``(m, n)`` inequality matrix (an array or a BCOO matrix), or None.
+        G: ``(m, n)`` inequality matrix (an array, a BCOO matrix or a :class:`MatrixFree`), or None.
         h: ``(m,)`` inequality right-hand side, or None.
         lb: ``(n,)`` lower bounds (entries may be ``-inf``), or None.
         ub: ``(n,)`` upper bounds (entries may be ``inf``), or None.
@@ -92,17 +94,21 @@ class Constraints(NamedTuple):
         return (jnp.isfinite(self.lb) | jnp.isfinite(self.ub)).astype(self.lb.dtype)
 
 
-def _as_float_array(owner: str, name: str, value, dtype=None, reference: str = "P") -> jax.Array:
-    array = jnp.asarray(value)
-    if not jnp.issubdtype(array.dtype, jnp.floating):
-        raise ValueError(f"{owner}.{name} must have a floating dtype, got {array.dtype}")
-    if array.dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
-        raise ValueError(f"{owner}.{name} has dtype {array.dtype}: only float32 and float64 are supported")
-    if dtype is not None and array.dtype != dtype:
+def _check_dtype(owner: str, name: str, found, dtype=None, reference: str = "P") -> None:
+    if not jnp.issubdtype(found, jnp.floating):
+        raise ValueError(f"{owner}.{name} must have a floating dtype, got {found}")
+    if found not in (jnp.dtype("float32"), jnp.dtype("float64")):
+        raise ValueError(f"{owner}.{name} has dtype {found}: only float32 and float64 are supported")
+    if dtype is not None and found != dtype:
         raise ValueError(
-            f"{owner}.{name} has dtype {array.dtype} but {owner}.{reference} has dtype {dtype}: "
+            f"{owner}.{name} has dtype {found} but {owner}.{reference} has dtype {dtype}: "
             "all leaves must share one floating dtype"
         )
+
+
+def _as_float_array(owner: str, name: str, value, dtype=None, reference: str = "P") -> jax.Array:
+    array = jnp.asarray(value)
+    _check_dtype(owner, name, array.dtype, dtype, reference)
     return array
 
 
@@ -120,8 +126,32 @@ def _as_sparse(owner: str, name: str, value: jsparse.BCOO, dtype=None, reference
     return Sparse(jnp.where(inside, data, 0.0), jnp.where(inside, row, 0), jnp.where(inside, column, 0), value.shape)
 
 
+def _as_matrix_free(owner: str, name: str, value: MatrixFree, dtype=None, reference: str = "P") -> MatrixFree:
+    """A :class:`_sparse.MatrixFree` checked at trace time: a 2-D shape, and a product of
+    the problem's dtype (``dtype``; for P, its params' floating dtype) and shape."""
+    if len(value.shape) != 2:
+        raise ValueError(f"{owner}.{name} is a MatrixFree operator of shape {value.shape}, expected (rows, cols)")
+    dtype = value.dtype if dtype is None else dtype
+    rows, cols = value.shape
+    try:
+        out = value.output(dtype)
+    except Exception as error:  # noqa: BLE001 - the user's function, named in the message
+        raise ValueError(f"{owner}.{name}: its apply(params, x) failed for x of shape ({cols},) and dtype "
+                         f"{jnp.dtype(dtype)}: {error}") from error
+    if out.shape != (rows,):
+        raise ValueError(f"{owner}.{name}: apply(params, x) returned shape {out.shape} for x of shape ({cols},), "
+                         f"expected ({rows},) from its shape {value.shape}")
+    _check_dtype(owner, name, out.dtype, dtype, reference)
+    return value._replace(_dtype=dtype)
+
+
 def _matrix(owner: str, name: str, value, dtype=None, reference: str = "P", sparse_ok: bool = False):
-    """A matrix leaf: a float array, or (where ``sparse_ok``) a ``BCOO`` as :class:`Sparse`."""
+    """A matrix leaf: a float array, or (where ``sparse_ok``) a ``BCOO`` as :class:`Sparse`
+    or a :class:`_sparse.MatrixFree`."""
+    if isinstance(value, MatrixFree):
+        if not sparse_ok:
+            raise ValueError(f"{owner}.{name} is a MatrixFree operator; {owner} takes dense arrays only")
+        return _as_matrix_free(owner, name, value, dtype, reference)
     if isinstance(value, jsparse.BCOO):
         if not sparse_ok:
             raise ValueError(f"{owner}.{name} is a sparse BCOO matrix; {owner} takes dense arrays only")
@@ -130,7 +160,7 @@ def _matrix(owner: str, name: str, value, dtype=None, reference: str = "P", spar
 
 
 def _operator(matrix) -> Operator:
-    return matrix if isinstance(matrix, Sparse) else Dense(matrix)
+    return matrix if isinstance(matrix, ITERATIVE) else Dense(matrix)
 
 
 def _expect_shape(name: str, array: jax.Array, expected: tuple, meaning: str) -> None:
@@ -150,7 +180,10 @@ def validate_qp(problem: QP) -> tuple[Operator, jax.Array, Constraints]:
     """
     if not isinstance(problem, QP):
         raise ValueError(f"problem must be an altdiff_jax.QP, got {type(problem).__name__}")
-    P = _matrix("QP", "P", problem.P, sparse_ok=True)
+    if isinstance(problem.P, MatrixFree):  # its dtype is q's (its params may hold no floats)
+        P = _matrix("QP", "P", problem.P, _as_float_array("QP", "q", problem.q).dtype, "q", sparse_ok=True)
+    else:
+        P = _matrix("QP", "P", problem.P, sparse_ok=True)
     if len(P.shape) != 2 or P.shape[0] != P.shape[1]:
         raise ValueError(f"QP.P must be a square matrix (n, n), got shape {P.shape}")
     n, dtype = P.shape[0], P.dtype
@@ -165,7 +198,8 @@ def validate_qp(problem: QP) -> tuple[Operator, jax.Array, Constraints]:
 
 def constraint_block(owner, matrix, rhs, names, n, dtype, source, reference="P", sparse_ok=False):
     """Validate one block (matrix, right-hand side) of ``owner``; zero rows if absent. With
-    ``sparse_ok`` the matrix may be a ``BCOO`` (returned as :class:`_sparse.Sparse`)."""
+    ``sparse_ok`` the matrix may be a ``BCOO`` (returned as :class:`_sparse.Sparse`) or a
+    :class:`_sparse.MatrixFree`."""
     matrix_name, rhs_name = names
     if (matrix is None) != (rhs is None):
         given, missing = (matrix_name, rhs_name) if rhs is None else (rhs_name, matrix_name)
@@ -218,7 +252,8 @@ def data_gradients(x, lam, nu, q_bar, b_bar, h_bar, lb_bar=None, ub_bar=None, ma
         matrices: whether the gradients of (P, A, G) are wanted (each costs an outer
             product); None for one not wanted.
         operators: the operators of (P, A, G), or None: a :class:`_sparse.Sparse` one's
-            gradient is the cotangent of its values (the outer products on its pattern).
+            gradient is the cotangent of its values (the outer products on its pattern), a
+            :class:`_sparse.MatrixFree` one's the cotangent of its params.
 
     Returns:
         :class:`QP` of gradients shaped like the data (``P`` symmetric).
@@ -238,7 +273,8 @@ def data_gradients(x, lam, nu, q_bar, b_bar, h_bar, lb_bar=None, ub_bar=None, ma
 
 def _outer_sum(operator, *terms):
     """Σ u vᵀ over the ``(u, v)`` terms: a dense array, or for a :class:`_sparse.Sparse`
-    ``operator`` its values' cotangent (the sum on its sparsity pattern)."""
-    if isinstance(operator, Sparse):
+    ``operator`` its values' cotangent (the sum on its sparsity pattern), for a
+    :class:`_sparse.MatrixFree` its params'."""
+    if isinstance(operator, ITERATIVE):
         return operator.outer_cotangent(*terms)
     return sum(jnp.outer(u, v) for u, v in terms)

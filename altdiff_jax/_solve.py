@@ -27,7 +27,7 @@ from ._xupdate import make_x_solver
 from ._options import Numerics, Options, Structure, resolve_options
 from ._problem import QP, Constraints, data_gradients, validate_qp
 from ._scaling import Scaling, bound_scale, cost_scaling, ruiz_equilibrate, ruiz_equilibrate_operators
-from ._sparse import Sparse, is_sparse, stored_entries
+from ._sparse import ITERATIVE, MatrixFree, Sparse, is_sparse, stored_entries
 from ._solution import Solution, Status
 from ._strategies import Strategy, strategy_for
 
@@ -129,7 +129,7 @@ def _forward(structure: Structure, data: QP, numerics: Numerics, init: Iterate, 
     P, q, A, b, G, h, lb, ub = constants_unfolded(data)
     if isinstance(P, Dense):
         P = Dense(0.5 * (P.matrix + P.matrix.T))
-    elif isinstance(P, Sparse):
+    elif isinstance(P, ITERATIVE):
         P = P.symmetric_part()
     A, G = (op.merged() if isinstance(op, Sparse) else op for op in (A, G))
     sparse = is_sparse(P, A, G)
@@ -304,8 +304,8 @@ def _solve_qp_fwd(structure, data, numerics, init):
         structure, data, numerics, init, dict(zip(QP._fields, perturbed))
     )
     forward = strategy.residuals(forward)  # keep what bwd needs
-    # A sparse matrix's gradient lives on its pattern: keep its coordinates.
-    sparse = tuple(op if isinstance(op, Sparse) else None for op in (data.P, data.A, data.G))
+    # A sparse matrix's gradient lives on its pattern, a matrix-free one's in its params: keep the operator.
+    sparse = tuple(op if isinstance(op, ITERATIVE) else None for op in (data.P, data.A, data.G))
     # Strategy and flags travel in the residuals' tree structure (a dict key), not as leaves.
     return forward.solution, ({(strategy, perturbed): (forward, blocks, sparse)}, numerics)
 
@@ -323,7 +323,7 @@ def _solve_qp_bwd(structure, residuals, cotangent: Solution):
     for name, grad, wanted in zip(QP._fields, grads, perturbed):
         if not wanted:
             grad = None
-        elif name in ("P", "A", "G") and not isinstance(grad, Sparse):
+        elif name in ("P", "A", "G") and not isinstance(grad, ITERATIVE):
             grad = Dense(grad)  # structured operators are the layers' constants, never perturbed
         cotangents.append(grad)
     return QP(*cotangents), None, None
@@ -475,7 +475,7 @@ def vjp(
         checked[name] = value
     outputs = output_cotangent(Solution(**checked, info=None), solution)
     bars, info = pull_back(strategy, structure, numerics, forward, blocks, outputs)
-    sparse = tuple(op if isinstance(op, Sparse) else None for op in (data.P, data.A, data.G))
+    sparse = tuple(op if isinstance(op, ITERATIVE) else None for op in (data.P, data.A, data.G))
     grads = data_gradients(*masked_solution(solution), *bars, operators=sparse)
     grads = QP(*(None if leaf is None else as_user_gradient(g, leaf) for g, leaf in zip(grads, problem)))
     return solution, grads, info
@@ -483,7 +483,9 @@ def vjp(
 
 def as_user_gradient(gradient, leaf):
     """A gradient shaped as the user's leaf: a BCOO leaf's is a BCOO of its values'
-    gradients at its own indices."""
+    gradients at its own indices, a MatrixFree leaf's the leaf with its params' gradients."""
+    if isinstance(gradient, MatrixFree):
+        return leaf._replace(params=gradient.params)
     if isinstance(gradient, Sparse):
         return jsparse.BCOO((jnp.where(stored_entries(leaf), gradient.data, 0.0), leaf.indices), shape=leaf.shape)
     return gradient
@@ -540,7 +542,7 @@ def jvp(
     problem = _not_differentiable("jvp", problem)
     data, numerics, z0, options = _prepare(problem, options, init)
     if is_sparse(data.P, data.A, data.G):
-        raise ValueError("jvp takes dense P, A, G; for a problem with sparse matrices use jax.grad, vjp or jacobians")
+        raise ValueError("jvp takes dense P, A, G; for a problem with sparse or matrix-free matrices use jax.grad, vjp or jacobians")
     if not isinstance(tangents, QP):
         raise ValueError(f"tangents must be an altdiff_jax.QP, got {type(tangents).__name__}")
     for name in ("lb", "ub"):

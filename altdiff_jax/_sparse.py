@@ -1,8 +1,10 @@
 """Sparse matrices and the matrix-free solves of the sparse path.
 
-A problem whose P, A or G is a ``jax.experimental.sparse.BCOO`` matrix runs on the sparse
-path: every matrix is a :class:`Sparse` operator (coordinates and values, O(nnz) memory),
-and no system is ever assembled. The linear systems of the engine, all of the form
+A problem whose P, A or G is a ``jax.experimental.sparse.BCOO`` matrix or a
+:class:`MatrixFree` operator runs on the sparse path: every BCOO matrix is a
+:class:`Sparse` operator (coordinates and values, O(nnz) memory), a :class:`MatrixFree`
+one is known by its products, and no system is ever assembled. The linear systems of
+the engine, all of the form
 
     M = P + diag(d) + Aᵀ diag(w_A) A + Gᵀ diag(w_G) G          (``_linalg``, (*))
 
@@ -19,7 +21,7 @@ whose error iterative refinement removes.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -134,6 +136,187 @@ class Sparse:
         raise TypeError("a sparse operator's Gram matrix is never formed: the sparse path is matrix-free")
 
 
+@jax.tree_util.register_pytree_node_class
+class MatrixFree:
+    """A matrix known only by its product with a vector, ``M x = apply(params, x)``: for
+    P, A or G of a :class:`~altdiff_jax.QP` that is never stored (a stencil, a convolution,
+    a low-rank factor model, an operator another library provides).
+
+    A problem with one runs on the sparse path (see the guide "Sparse problems"): every
+    linear system is solved by conjugate gradients on products with M and Mᵀ, and nothing
+    of M's size is formed. Its entries are unknown, so M takes no part in the Ruiz
+    equilibration (its rows keep unit scale) and the preconditioner estimates the diagonal
+    terms it adds from ``PRECONDITIONER_PROBES`` products with random sign vectors.
+
+    A pytree whose leaves are ``params``: ``jax.grad`` of a solve with respect to a
+    ``MatrixFree`` leaf is the gradient with respect to its ``params`` (the same
+    structure, ``apply`` kept), and ``jax.vmap`` over a batch of ``params`` solves a batch
+    of problems.
+
+    Args:
+        apply: ``apply(params, x)``: M x for ``x`` of shape ``(cols,)``, returning
+            ``(rows,)``; linear in ``x``, traceable and differentiable by JAX. Define it
+            once: a new function object (a lambda made at each call) retraces ``jit``.
+        params: a pytree of the arrays ``apply`` reads (what gradients are taken of).
+        shape: ``(rows, cols)``.
+        transpose: optional ``transpose(params, y)``: Mᵀ y for ``y (rows,)``; by default
+            ``jax.linear_transpose`` of ``apply``.
+        symmetric: for P only: ``True`` when M is symmetric. Otherwise P is used through
+            its symmetric part ``(M + Mᵀ)/2``, at two products per use.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import altdiff_jax as ad
+        >>> def differences(weight, x):  # weight · (x[i+1] − x[i])
+        ...     return weight * (x[1:] - x[:-1])
+        >>> G = ad.MatrixFree(differences, jnp.asarray(1.0), shape=(4, 5))
+        >>> problem = ad.QP(P=jnp.eye(5), q=-jnp.arange(5.0), G=G, h=0.5 * jnp.ones(4))
+        >>> ad.solve(problem).x.round(6).tolist()
+        [1.0, 1.5, 2.0, 2.5, 3.0]
+    """
+
+    def __init__(self, apply: Callable, params: Any, shape: tuple[int, int], transpose: Optional[Callable] = None,
+                 symmetric: bool = False, *, _symmetrized: bool = False, _row_scale: Optional[jax.Array] = None,
+                 _column_scale: Optional[jax.Array] = None, _dtype=None):
+        self.apply, self.params, self.transpose, self.symmetric = apply, params, transpose, bool(symmetric)
+        self.shape = tuple(int(s) for s in shape)
+        # The solver's operator: diag(row scale) M' diag(column scale), with M' = (M + Mᵀ)/2
+        # where symmetrized (P), else M.
+        self._symmetrized, self._row_scale, self._column_scale = _symmetrized, _row_scale, _column_scale
+        self._dtype = None if _dtype is None else jnp.dtype(_dtype)  # the problem's, once validated
+
+    def tree_flatten(self):
+        children = (self.params, self._row_scale, self._column_scale)
+        return children, (self.apply, self.shape, self.transpose, self.symmetric, self._symmetrized, self._dtype)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        apply, shape, transpose, symmetric, symmetrized, dtype = aux
+        params, row_scale, column_scale = children
+        return cls(apply, params, shape, transpose, symmetric, _symmetrized=symmetrized, _row_scale=row_scale,
+                   _column_scale=column_scale, _dtype=dtype)
+
+    def _replace(self, **changes) -> "MatrixFree":
+        fields = dict(params=self.params, _symmetrized=self._symmetrized, _row_scale=self._row_scale,
+                      _column_scale=self._column_scale, _dtype=self._dtype)
+        fields.update(changes)
+        params = fields.pop("params")
+        return MatrixFree(self.apply, params, self.shape, self.transpose, self.symmetric, **fields)
+
+    def __repr__(self) -> str:
+        return f"MatrixFree({getattr(self.apply, '__name__', repr(self.apply))}, shape={self.shape})"
+
+    def output(self, dtype) -> jax.ShapeDtypeStruct:
+        """The shape and dtype of ``apply(params, x)`` for ``x (cols,)`` of ``dtype``."""
+        return jax.eval_shape(self.apply, self.params, jax.ShapeDtypeStruct((self.shape[1],), dtype))
+
+    @property
+    def dtype(self):
+        """The problem's dtype once validated; before, that of the first floating leaf of
+        ``params`` (the default float dtype without one)."""
+        if self._dtype is not None:
+            return self._dtype
+        floating = [jnp.result_type(leaf) for leaf in jax.tree_util.tree_leaves(self.params)
+                    if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+        return self.output(floating[0] if floating else jnp.result_type(float)).dtype
+
+    def _product(self, x: jax.Array) -> jax.Array:
+        return self.apply(self.params, x)
+
+    def _transposed_product(self, y: jax.Array) -> jax.Array:
+        if self.transpose is not None:
+            return self.transpose(self.params, y)
+        (x,) = jax.linear_transpose(self._product, jnp.zeros((self.shape[1],), y.dtype))(y)
+        return x
+
+    def _core(self, v: jax.Array, transposed: bool) -> jax.Array:
+        """M' v (or M'ᵀ v) for one vector, unscaled."""
+        if self._symmetrized:
+            return 0.5 * (self._product(v) + self._transposed_product(v))
+        return self._transposed_product(v) if transposed else self._product(v)
+
+    def _apply(self, v: jax.Array, transposed: bool) -> jax.Array:
+        before, after = (self._row_scale, self._column_scale) if transposed else (self._column_scale, self._row_scale)
+
+        def single(u):
+            out = self._core(u if before is None else before * u, transposed)
+            return out if after is None else after * out
+
+        return single(v) if v.ndim == 1 else jax.vmap(single, in_axes=1, out_axes=1)(v)
+
+    def mv(self, x: jax.Array) -> jax.Array:
+        """M x, for ``x (cols,)`` or ``(cols, k)``."""
+        return self._apply(x, transposed=False)
+
+    def rmv(self, y: jax.Array) -> jax.Array:
+        """Mᵀ y, for ``y (rows,)`` or ``(rows, k)``."""
+        return self._apply(y, transposed=True)
+
+    def symmetric_part(self) -> "MatrixFree":
+        """(M + Mᵀ)/2 (M itself when ``symmetric``)."""
+        return self if self.symmetric else self._replace(_symmetrized=True)
+
+    def merged(self) -> "MatrixFree":
+        return self
+
+    def scale(self, rows: jax.Array, columns: jax.Array) -> "MatrixFree":
+        """diag(rows) M diag(columns)."""
+        row_scale = rows if self._row_scale is None else rows * self._row_scale
+        column_scale = columns if self._column_scale is None else columns * self._column_scale
+        return self._replace(_row_scale=row_scale, _column_scale=column_scale)
+
+    def times(self, factor: jax.Array) -> "MatrixFree":
+        """factor · M for a scalar factor."""
+        ones = jnp.ones((self.shape[0],), jnp.result_type(factor))
+        return self._replace(_row_scale=factor * (ones if self._row_scale is None else self._row_scale))
+
+    def column_norms(self) -> jax.Array:
+        """Zeros: the entries are unknown, and a zero norm keeps a column's Ruiz scale."""
+        return jnp.zeros((self.shape[1],), self.dtype)
+
+    def row_norms(self) -> jax.Array:
+        """Zeros: the entries are unknown, and a zero norm keeps a row's Ruiz scale."""
+        return jnp.zeros((self.shape[0],), self.dtype)
+
+    def diagonal(self) -> jax.Array:
+        """``(n,)`` an estimate of the diagonal of a square M, from ``PRECONDITIONER_PROBES``
+        random sign vectors z (the mean of z ⊙ M z), at least 0 (P is positive semidefinite)."""
+        probes = _sign_probes(self.shape[1], self.dtype)
+        return jnp.maximum(jnp.mean(probes * self.mv(probes), axis=1), 0.0)
+
+    def weighted_column_squares(self, w: jax.Array) -> jax.Array:
+        """``(cols,)`` an estimate of the diagonal of Mᵀ diag(w) M for w >= 0: the mean of
+        (Mᵀ(√w ⊙ z))² over ``PRECONDITIONER_PROBES`` random sign vectors z (unbiased)."""
+        probes = _sign_probes(self.shape[0], w.dtype)
+        return jnp.mean(self.rmv(jnp.sqrt(w)[:, None] * probes) ** 2, axis=1)
+
+    def outer_cotangent(self, *terms: tuple[jax.Array, jax.Array]) -> "MatrixFree":
+        """The cotangent of this operator (its ``params``) for a loss whose gradient with
+        respect to the matrix is Σ u vᵀ over the ``(u, v)`` terms: Σ the gradient of
+        uᵀ M v with respect to ``params``."""
+        def bilinear(params):
+            return sum(jnp.vdot(u, self.apply(params, v)) for u, v in terms)
+
+        return self._replace(params=jax.grad(bilinear, allow_int=True)(self.params))
+
+    def dense(self):
+        raise TypeError("a MatrixFree operator is never formed densely: it is known by its products")
+
+    def weighted_gram(self, w):
+        raise TypeError("a MatrixFree operator's Gram matrix is never formed: it is known by its products")
+
+
+PRECONDITIONER_PROBES = 8
+"""Random sign vectors the Jacobi preconditioner's estimate of a :class:`MatrixFree`
+operator's diagonal terms averages over (each costs one product per system)."""
+
+
+def _sign_probes(size: int, dtype) -> jax.Array:
+    """``(size, PRECONDITIONER_PROBES)`` fixed random ±1 columns."""
+    key = jax.random.key(0)
+    return jax.random.rademacher(key, (size, PRECONDITIONER_PROBES), dtype=dtype)
+
+
 def stored_entries(matrix: jsparse.BCOO) -> jax.Array:
     """``(nse,)`` which entries of a 2-D BCOO are in range: BCOO pads with out-of-range
     coordinates, whose entries hold nothing (and get no gradient)."""
@@ -146,15 +329,21 @@ def _no_tangent(indices: jax.Array):
     return np.zeros(indices.shape, dtype=jax.dtypes.float0)
 
 
+ITERATIVE = (Sparse, MatrixFree)
+"""The operators that put a problem on the sparse path (solved by their products)."""
+
+
 def is_sparse(*operators) -> bool:
-    """Whether any of ``operators`` is :class:`Sparse` (the problem runs on the sparse path)."""
-    return any(isinstance(op, Sparse) for op in operators)
+    """Whether any of ``operators`` is :class:`Sparse` or :class:`MatrixFree` (the problem
+    runs on the sparse path)."""
+    return any(isinstance(op, ITERATIVE) for op in operators)
 
 
 def column_squares(op, w: jax.Array) -> jax.Array:
     """``(n,)`` the diagonal of Mᵀ diag(w) M, for the operators a sparse-path problem may
-    mix: :class:`Sparse`, a dense block, the bound block (the identity)."""
-    if isinstance(op, Sparse):
+    mix: :class:`Sparse`, :class:`MatrixFree` (estimated), a dense block, the bound block
+    (the identity)."""
+    if isinstance(op, ITERATIVE):
         return op.weighted_column_squares(w)
     if isinstance(op, BoundRows):
         return op.rmv(w)
@@ -162,8 +351,8 @@ def column_squares(op, w: jax.Array) -> jax.Array:
 
 
 def diagonal_of(P) -> jax.Array:
-    """``(n,)`` the diagonal of a square operator."""
-    if isinstance(P, Sparse):
+    """``(n,)`` the diagonal of a square operator (estimated for :class:`MatrixFree`)."""
+    if isinstance(P, ITERATIVE):
         return P.diagonal()
     if hasattr(P, "diagonal") and not callable(P.diagonal):
         return P.diagonal
