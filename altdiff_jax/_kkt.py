@@ -319,7 +319,7 @@ class ReducedKKT(NamedTuple):
         if is_sparse(H, constraints.A, constraints.G):
             if reusable:
                 raise TypeError("a factor of the sparse path is not reusable")
-            return cls(H, constraints, a, a_B, delta, NormalCG(
+            return cls(H, constraints, a, a_B, delta, NormalCG.build(
                 H, diagonal, constraints.A, jnp.full((p,), 1.0 / delta, dtype), constraints.G, a / delta))
         if dtype == jnp.float32 and not structured(H, constraints.A, constraints.G):
             return cls(H, constraints, a, a_B, delta, _regularized_lu(H, constraints, a, a_B, delta))

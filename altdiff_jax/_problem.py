@@ -126,32 +126,39 @@ def _as_sparse(owner: str, name: str, value: jsparse.BCOO, dtype=None, reference
     return Sparse(jnp.where(inside, data, 0.0), jnp.where(inside, row, 0), jnp.where(inside, column, 0), value.shape)
 
 
-def _as_matrix_free(owner: str, name: str, value: MatrixFree, dtype=None, reference: str = "P") -> MatrixFree:
-    """A :class:`_sparse.MatrixFree` checked at trace time: a 2-D shape, and a product of
-    the problem's dtype (``dtype``; for P, its params' floating dtype) and shape."""
+def _as_matrix_free(owner: str, name: str, value: MatrixFree, dtype=None, reference: str = "P",
+                    columns: Optional[int] = None) -> MatrixFree:
+    """A :class:`_sparse.MatrixFree` checked at trace time: a 2-D shape (with ``columns``
+    columns, when given), and products M x and Mᵀ y of the problem's dtype (``dtype``) and
+    shapes."""
     if len(value.shape) != 2:
         raise ValueError(f"{owner}.{name} is a MatrixFree operator of shape {value.shape}, expected (rows, cols)")
+    if columns is not None and value.shape[1] != columns:
+        raise ValueError(f"{owner}.{name} has shape {value.shape}, expected (rows, {columns})")
     dtype = value.dtype if dtype is None else dtype
     rows, cols = value.shape
-    try:
-        out = value.output(dtype)
-    except Exception as error:  # noqa: BLE001 - the user's function, named in the message
-        raise ValueError(f"{owner}.{name}: its apply(params, x) failed for x of shape ({cols},) and dtype "
-                         f"{jnp.dtype(dtype)}: {error}") from error
-    if out.shape != (rows,):
-        raise ValueError(f"{owner}.{name}: apply(params, x) returned shape {out.shape} for x of shape ({cols},), "
-                         f"expected ({rows},) from its shape {value.shape}")
-    _check_dtype(owner, name, out.dtype, dtype, reference)
+    for product, size, expected in (("apply(params, x)", cols, rows), ("its transpose", rows, cols)):
+        function = value.product if product.startswith("apply") else value.transposed_product
+        try:
+            out = jax.eval_shape(function, jax.ShapeDtypeStruct((size,), dtype))
+        except Exception as error:  # noqa: BLE001 - the user's function, named in the message
+            raise ValueError(f"{owner}.{name}: {product} failed for a vector of shape ({size},) and dtype "
+                             f"{jnp.dtype(dtype)}: {error}") from error
+        if out.shape != (expected,):
+            raise ValueError(f"{owner}.{name}: {product} returned shape {out.shape} for a vector of shape "
+                             f"({size},), expected ({expected},) from its shape {value.shape}")
+        _check_dtype(owner, name, out.dtype, dtype, reference)
     return value._replace(_dtype=dtype)
 
 
-def _matrix(owner: str, name: str, value, dtype=None, reference: str = "P", sparse_ok: bool = False):
+def _matrix(owner: str, name: str, value, dtype=None, reference: str = "P", sparse_ok: bool = False,
+            columns: Optional[int] = None):
     """A matrix leaf: a float array, or (where ``sparse_ok``) a ``BCOO`` as :class:`Sparse`
-    or a :class:`_sparse.MatrixFree`."""
+    or a :class:`_sparse.MatrixFree` (with ``columns`` columns, when given)."""
     if isinstance(value, MatrixFree):
         if not sparse_ok:
             raise ValueError(f"{owner}.{name} is a MatrixFree operator; {owner} takes dense arrays only")
-        return _as_matrix_free(owner, name, value, dtype, reference)
+        return _as_matrix_free(owner, name, value, dtype, reference, columns)
     if isinstance(value, jsparse.BCOO):
         if not sparse_ok:
             raise ValueError(f"{owner}.{name} is a sparse BCOO matrix; {owner} takes dense arrays only")
@@ -181,7 +188,8 @@ def validate_qp(problem: QP) -> tuple[Operator, jax.Array, Constraints]:
     if not isinstance(problem, QP):
         raise ValueError(f"problem must be an altdiff_jax.QP, got {type(problem).__name__}")
     if isinstance(problem.P, MatrixFree):  # its dtype is q's (its params may hold no floats)
-        P = _matrix("QP", "P", problem.P, _as_float_array("QP", "q", problem.q).dtype, "q", sparse_ok=True)
+        P = _matrix("QP", "P", problem.P, _as_float_array("QP", "q", problem.q).dtype, "q", sparse_ok=True,
+                    columns=problem.P.shape[0])
     else:
         P = _matrix("QP", "P", problem.P, sparse_ok=True)
     if len(P.shape) != 2 or P.shape[0] != P.shape[1]:
@@ -206,7 +214,7 @@ def constraint_block(owner, matrix, rhs, names, n, dtype, source, reference="P",
         raise ValueError(f"{owner}.{given} is given but {owner}.{missing} is None: give both or neither")
     if matrix is None:
         return jnp.zeros((0, n), dtype), jnp.zeros((0,), dtype)
-    matrix = _matrix(owner, matrix_name, matrix, dtype, reference, sparse_ok)
+    matrix = _matrix(owner, matrix_name, matrix, dtype, reference, sparse_ok, columns=n)
     rhs = _as_float_array(owner, rhs_name, rhs, dtype, reference)
     if len(matrix.shape) != 2 or matrix.shape[1] != n:
         raise ValueError(

@@ -145,7 +145,7 @@ class MatrixFree:
     A problem with one runs on the sparse path (see the guide "Sparse problems"): every
     linear system is solved by conjugate gradients on products with M and Mᵀ, and nothing
     of M's size is formed. Its entries are unknown, so M takes no part in the Ruiz
-    equilibration (its rows keep unit scale) and the preconditioner estimates the diagonal
+    equilibration (its rows keep unit scale) and the Jacobi preconditioner estimates the
     terms it adds from ``PRECONDITIONER_PROBES`` products with random sign vectors.
 
     A pytree whose leaves are ``params``: ``jax.grad`` of a solve with respect to a
@@ -155,14 +155,16 @@ class MatrixFree:
 
     Args:
         apply: ``apply(params, x)``: M x for ``x`` of shape ``(cols,)``, returning
-            ``(rows,)``; linear in ``x``, traceable and differentiable by JAX. Define it
-            once: a new function object (a lambda made at each call) retraces ``jit``.
+            ``(rows,)``; linear in ``x``, traceable and differentiable by JAX, and reading
+            the arrays it depends on from ``params`` only (an array it closes over gets no
+            gradient, and a traced one leaks out of the solve). Define it once: a new
+            function object (a lambda made at each call) retraces ``jit``.
         params: a pytree of the arrays ``apply`` reads (what gradients are taken of).
         shape: ``(rows, cols)``.
         transpose: optional ``transpose(params, y)``: Mᵀ y for ``y (rows,)``; by default
             ``jax.linear_transpose`` of ``apply``.
-        symmetric: for P only: ``True`` when M is symmetric. Otherwise P is used through
-            its symmetric part ``(M + Mᵀ)/2``, at two products per use.
+        symmetric: ``True`` when M is symmetric (read for P only). Otherwise P is used
+            through its symmetric part ``(M + Mᵀ)/2``, at two products per use.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -206,10 +208,6 @@ class MatrixFree:
     def __repr__(self) -> str:
         return f"MatrixFree({getattr(self.apply, '__name__', repr(self.apply))}, shape={self.shape})"
 
-    def output(self, dtype) -> jax.ShapeDtypeStruct:
-        """The shape and dtype of ``apply(params, x)`` for ``x (cols,)`` of ``dtype``."""
-        return jax.eval_shape(self.apply, self.params, jax.ShapeDtypeStruct((self.shape[1],), dtype))
-
     @property
     def dtype(self):
         """The problem's dtype once validated; before, that of the first floating leaf of
@@ -218,22 +216,25 @@ class MatrixFree:
             return self._dtype
         floating = [jnp.result_type(leaf) for leaf in jax.tree_util.tree_leaves(self.params)
                     if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
-        return self.output(floating[0] if floating else jnp.result_type(float)).dtype
+        dtype = floating[0] if floating else jnp.result_type(float)
+        return jax.eval_shape(self.product, jax.ShapeDtypeStruct((self.shape[1],), dtype)).dtype
 
-    def _product(self, x: jax.Array) -> jax.Array:
+    def product(self, x: jax.Array) -> jax.Array:
+        """M x for one vector ``x (cols,)`` (the user's M: no scaling)."""
         return self.apply(self.params, x)
 
-    def _transposed_product(self, y: jax.Array) -> jax.Array:
+    def transposed_product(self, y: jax.Array) -> jax.Array:
+        """Mᵀ y for one vector ``y (rows,)`` (the user's M: no scaling)."""
         if self.transpose is not None:
             return self.transpose(self.params, y)
-        (x,) = jax.linear_transpose(self._product, jnp.zeros((self.shape[1],), y.dtype))(y)
+        (x,) = jax.linear_transpose(self.product, jnp.zeros((self.shape[1],), y.dtype))(y)
         return x
 
     def _core(self, v: jax.Array, transposed: bool) -> jax.Array:
         """M' v (or M'ᵀ v) for one vector, unscaled."""
         if self._symmetrized:
-            return 0.5 * (self._product(v) + self._transposed_product(v))
-        return self._transposed_product(v) if transposed else self._product(v)
+            return 0.5 * (self.product(v) + self.transposed_product(v))
+        return self.transposed_product(v) if transposed else self.product(v)
 
     def _apply(self, v: jax.Array, transposed: bool) -> jax.Array:
         before, after = (self._row_scale, self._column_scale) if transposed else (self._column_scale, self._row_scale)
@@ -279,10 +280,13 @@ class MatrixFree:
         return jnp.zeros((self.shape[0],), self.dtype)
 
     def diagonal(self) -> jax.Array:
-        """``(n,)`` an estimate of the diagonal of a square M, from ``PRECONDITIONER_PROBES``
-        random sign vectors z (the mean of z ⊙ M z), at least 0 (P is positive semidefinite)."""
+        """``(n,)`` the scale of a square M's rows for the Jacobi preconditioner, in place of
+        its unknown diagonal: each row's 2-norm (at least its diagonal entry, and equal to
+        it for a diagonal M), estimated as √mean((M z)²) over ``PRECONDITIONER_PROBES``
+        random sign vectors z. An estimate of the diagonal itself (the mean of z ⊙ M z)
+        is near zero for rows with large off-diagonal entries."""
         probes = _sign_probes(self.shape[1], self.dtype)
-        return jnp.maximum(jnp.mean(probes * self.mv(probes), axis=1), 0.0)
+        return jnp.sqrt(jnp.mean(self.mv(probes) ** 2, axis=1))
 
     def weighted_column_squares(self, w: jax.Array) -> jax.Array:
         """``(cols,)`` an estimate of the diagonal of Mᵀ diag(w) M for w >= 0: the mean of
@@ -453,7 +457,7 @@ short: ``benchmarks/results/sparse.md``)."""
 
 class NormalCG(NamedTuple):
     """(*) solved by conjugate gradients on its products: the normal matrix of the reduced
-    KKT system on the sparse path. A :class:`_linalg.LinearSolver`."""
+    KKT system on the sparse path. A :class:`_linalg.LinearSolver`; :meth:`build` makes one."""
 
     P: object
     d: jax.Array
@@ -461,8 +465,12 @@ class NormalCG(NamedTuple):
     w_A: jax.Array
     G: object
     w_G: jax.Array
+    inverse_diagonal: jax.Array  # the Jacobi preconditioner, formed once for every solve
+
+    @classmethod
+    def build(cls, P, d: jax.Array, A, w_A: jax.Array, G, w_G: jax.Array) -> "NormalCG":
+        return cls(P, d, A, w_A, G, w_G, 1.0 / system_diagonal(P, d, A, w_A, G, w_G))
 
     def solve(self, rhs: jax.Array) -> jax.Array:
-        matvec = system_matvec(*self)
-        inverse_diagonal = 1.0 / system_diagonal(*self)
-        return conjugate_gradients(matvec, rhs, inverse_diagonal, NORMAL_CG[jnp.dtype(rhs.dtype).itemsize])
+        matvec = system_matvec(self.P, self.d, self.A, self.w_A, self.G, self.w_G)
+        return conjugate_gradients(matvec, rhs, self.inverse_diagonal, NORMAL_CG[jnp.dtype(rhs.dtype).itemsize])

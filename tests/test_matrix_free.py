@@ -67,6 +67,24 @@ def test_matrix_free_data_solves_and_differentiates_as_the_dense_kkt_reference()
         assert relative_error(gradient.params, expected[name]) < 5e-7  # measured 5.7e-9 (Clarabel's x)
 
 
+def transposed_times(M, y):
+    return M.T @ y
+
+
+def test_a_nonsymmetric_p_is_used_through_its_symmetric_part_and_a_given_transpose_is_used():
+    _, dense, (x_ref, _, _) = case(*PAPER)
+    skewed = 2.0 * jnp.triu(dense.P) - jnp.diag(jnp.diag(dense.P))  # (M + Mᵀ)/2 = P
+    P = ad.MatrixFree(matrix_times, skewed, skewed.shape, transpose=transposed_times)
+    problem = as_matrix_free(dense)._replace(P=P)
+    solution = solve_jit(problem)
+    assert ad.Status(int(solution.info.status)) == ad.Status.SOLVED
+    assert relative_error(solution.x, x_ref) < 1e-7  # measured 5.2e-9 (Clarabel's accuracy)
+    g, expected = reference_gradients(PAPER)
+    grads = jax.jit(jax.grad(x_dot))(problem, jnp.asarray(g))
+    # The gradient of M's entries through (M + Mᵀ)/2: the symmetric gradient of P.
+    assert relative_error(grads.P.params, expected["P"]) < 5e-7  # measured 5.2e-9 (Clarabel's x)
+
+
 def test_a_stencil_layer_has_the_finite_difference_gradient_of_its_weight():
     n = 40
     rng = np.random.default_rng(3)
@@ -124,7 +142,7 @@ def test_float32_matrix_free_solve():
     solution = jax.jit(ad.solve)(problem)
     assert solution.x.dtype == jnp.float32
     assert ad.Status(int(solution.info.status)) == ad.Status.SOLVED
-    assert relative_error(solution.x, x_ref) < 5e-5  # measured 3.4e-7
+    assert relative_error(solution.x, x_ref) < 3e-5  # measured 3.4e-7
 
 
 def test_bad_matrix_free_input_is_refused_or_reported():
@@ -135,8 +153,11 @@ def test_bad_matrix_free_input_is_refused_or_reported():
         ad.solve(problem._replace(G=ad.MatrixFree(matrix_times, dense.G[:-1], (m, n))))
     with pytest.raises(ValueError, match="QP.A has dtype float32 but QP.P has dtype float64"):
         ad.solve(problem._replace(A=ad.MatrixFree(in_float32, dense.A, dense.A.shape)))
-    with pytest.raises(ValueError, match="QP.G: its apply"):
+    with pytest.raises(ValueError, match="QP.G has shape"):
         ad.solve(problem._replace(G=ad.MatrixFree(matrix_times, dense.G, (m, n + 1))))
+    short = ad.MatrixFree(matrix_times, dense.A, dense.A.shape, transpose=lambda M, y: (M.T @ y)[:-1])
+    with pytest.raises(ValueError, match="QP.A: its transpose returned shape"):
+        ad.solve(problem._replace(A=short))
     with pytest.raises(ValueError, match="jvp takes dense"):
         ad.jvp(problem, ad.QP(P=None, q=dense.q))
     poisoned = ad.MatrixFree(matrix_times, dense.P.at[0, 0].set(jnp.nan), dense.P.shape)
