@@ -24,7 +24,9 @@ of Clarabel's and violation of ``l <= Ax <= u`` within 1e-5·(1 + max(‖Ax‖�
 ``wrong-SOLVED``, ``wrong-infeasible`` (a certificate of infeasibility or unboundedness),
 ``not-solved`` (MAX_ITER or another status). Time: one run after compilation (OSQP: setup +
 solve, after one warm-up run). Writes ``benchmarks/results/maros_meszaros.md``, or
-``maros_meszaros_sparse.md`` with ``--sparse`` (``--output``).
+``maros_meszaros_sparse.md`` with ``--sparse`` (``--output``), and beside it a plot of
+each solver's time per problem against n (``.png``; ``--plot-from REPORT`` draws it again
+from a report).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from typing import Optional
 
@@ -227,17 +230,20 @@ def run_altdiff_apart(path: pathlib.Path, options: ad.Options, timeout: float) -
             out = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return Run("TIMEOUT", 0, time.perf_counter() - start, None)
-        if out.returncode != 0:
+        result_file = solution_file.with_suffix(".json")
+        if out.returncode != 0 or not result_file.exists():
             print(out.stderr[-2000:], file=sys.stderr)
             return Run(f"CRASHED ({out.returncode})", 0, time.perf_counter() - start, None)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = json.loads(result_file.read_text())
         return Run(result["status"], result["iterations"], result["seconds"], np.load(solution_file))
 
 
 def child(path: str, solution_file: str, tol: float, max_iter: int) -> None:
     run = run_altdiff(load(pathlib.Path(path)), ad.Options(tol=tol, max_iter=max_iter), sparse=True)
     np.save(solution_file, run.x)
-    print(json.dumps({"status": run.status, "iterations": run.iterations, "seconds": run.seconds}))
+    result = json.dumps({"status": run.status, "iterations": run.iterations, "seconds": run.seconds})
+    pathlib.Path(solution_file).with_suffix(".json").write_text(result)
+    print(result)
 
 
 # ----------------------------------------------------------------------------- judging
@@ -330,10 +336,60 @@ def write_report(path: pathlib.Path, args: argparse.Namespace, rows: list[dict],
         f"tol {args.tol:g}, max_iter {args.max_iter}, float64, CPU. Correct = SOLVED with objective within "
         f"{OBJECTIVE_RTOL:g}·max(1, |obj*|) of Clarabel's and violation of l <= Ax <= u within "
         f"{FEASIBILITY_TOL:g}·(1 + max(‖Ax‖∞, finite |l|, |u|)). Time: one run after compilation "
-        f"(OSQP: setup + solve after a warm-up). Whole run {elapsed:.0f} s.", "",
+        f"(OSQP: setup + solve after a warm-up)"
+        f"{'; a TIMEOUT counts the whole process, compilation included' if args.sparse else ''}. "
+        f"Whole run {elapsed:.0f} s.", "",
         "## Summary", "", *summary(rows), "", "## Per problem", "", *problem_table(rows), "",
     ]
     path.write_text("\n".join(lines))
+
+
+def table_rows(path: pathlib.Path) -> list[dict]:
+    """The per-problem rows of a report :func:`write_report` wrote (for ``--plot-from``)."""
+    rows, in_table = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("| problem |"):
+            in_table = True
+            continue
+        if in_table and not line.startswith("|"):
+            break  # the end of the table
+        if not in_table or line.startswith("|---"):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        row = {"name": cells[0], "n": int(cells[1]), "m": int(cells[2])}
+        for offset, solver in ((4, "OSQP"), (7, "altdiff_jax")):
+            cell = cells[offset]
+            status, _, verdict = cell[:-1].rpartition(" (") if cell.endswith(")") else (cell, "", "correct")
+            row[solver] = Run(status, int(cells[offset + 1]), float(cells[offset + 2]), None)
+            row[solver + " verdict"] = verdict
+        rows.append(row)
+    return rows
+
+
+def plot(rows: list[dict], path: pathlib.Path, title: str) -> bool:
+    """Each solver's time per problem against n, correct and not, to ``path`` (PNG)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return False
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for solver, color in zip(SOLVERS, ("tab:blue", "tab:orange")):
+        for correct in (True, False):
+            chosen = [row for row in rows if (row[solver + " verdict"] == "correct") == correct]
+            axes.scatter([row["n"] for row in chosen], [max(row[solver].seconds, 1e-4) for row in chosen],
+                         marker="o", s=22, color=color if correct else "none", edgecolors=color,
+                         label=f"{solver}: {'correct' if correct else 'not solved or wrong'} ({len(chosen)})")
+    axes.set(xscale="log", yscale="log", xlabel="n (variables)", ylabel="time per problem (s)",
+             title="Maros–Meszaros: time against size")
+    axes.legend(fontsize=8)
+    figure.suptitle(textwrap.fill(title, 150), fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return True
 
 
 def main() -> None:
@@ -346,10 +402,14 @@ def main() -> None:
     parser.add_argument("--sparse", action="store_true", help="altdiff_jax on BCOO matrices, each problem apart")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per problem with --sparse")
     parser.add_argument("--output")
+    parser.add_argument("--plot-from", type=pathlib.Path, help="only draw the plot of a results file")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child, args.tol, args.max_iter)
+        return
+    if args.plot_from:
+        plot(table_rows(args.plot_from), args.plot_from.with_suffix(".png"), args.plot_from.read_text().splitlines()[2])
         return
     name = "maros_meszaros_sparse.md" if args.sparse else "maros_meszaros.md"
     args.output = args.output or str(ROOT / "benchmarks" / "results" / name)
@@ -369,6 +429,7 @@ def main() -> None:
               + "  ".join(f"{s} {row[s].status} {row[s].iterations} {row[s].seconds:.2f}s {row[s + ' verdict']}"
                           for s in SOLVERS), flush=True)
     write_report(pathlib.Path(args.output), args, rows, time.perf_counter() - start)
+    plot(rows, pathlib.Path(args.output).with_suffix(".png"), pathlib.Path(args.output).read_text().splitlines()[2])
 
 
 if __name__ == "__main__":
