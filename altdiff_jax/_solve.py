@@ -25,7 +25,7 @@ from ._linalg import structured as is_structured
 from ._objective import QuadraticObjective
 from ._xupdate import make_x_solver
 from ._options import Numerics, Options, Structure, resolve_options
-from ._problem import QP, Constraints, data_gradients, validate_qp
+from ._problem import QP, Constraints, _as_sparse, data_gradients, validate_qp
 from ._scaling import Scaling, bound_scale, cost_scaling, ruiz_equilibrate, ruiz_equilibrate_operators
 from ._sparse import ITERATIVE, MatrixFree, Sparse, is_sparse, stored_entries
 from ._solution import Solution, Status
@@ -498,6 +498,25 @@ def _checked_tangent(name: str, tangent, value: jax.Array) -> jax.Array:
     return tangent
 
 
+def _tangent_operator(name: str, tangent, operator):
+    """The tangent of P, A or G as an operator (None for a zero tangent): a dense array for
+    a dense matrix, a BCOO matrix (any pattern) for a sparse one; a MatrixFree operator
+    takes none."""
+    if tangent is None:
+        return None
+    if isinstance(operator, MatrixFree):
+        raise ValueError(f"tangents.{name}: jvp takes no tangent of a MatrixFree operator; differentiate its "
+                         "params with jax.grad or vjp")
+    if isinstance(operator, Sparse):
+        if not isinstance(tangent, jsparse.BCOO):
+            raise ValueError(f"tangents.{name} must be a BCOO matrix like QP.{name}")
+        tangent = _as_sparse("tangents", name, tangent, operator.dtype, name)
+        if tangent.shape != operator.shape:
+            raise ValueError(f"tangents.{name} has shape {tangent.shape}, expected {operator.shape} like QP.{name}")
+        return tangent.merged()
+    return Dense(_checked_tangent(name, tangent, operator.matrix))
+
+
 def jvp(
     problem: QP, tangents: QP, options: Optional[Options] = None, init: Optional[Solution] = None
 ) -> tuple[Solution, jax.Array]:
@@ -520,8 +539,9 @@ def jvp(
 
     Args:
         problem: the :class:`QP`.
-        tangents: a :class:`QP` of tangent arrays shaped like the problem's leaves;
-            None for a zero tangent (and for an absent block).
+        tangents: a :class:`QP` of tangent arrays shaped like the problem's leaves (for
+            a BCOO matrix, a BCOO matrix of its shape, any pattern; a :class:`MatrixFree`
+            takes none); None for a zero tangent (and for an absent block).
         options: :class:`Options`, as in :func:`solve`.
         init: a previous :class:`Solution` to start from, as in :func:`solve`.
 
@@ -541,33 +561,40 @@ def jvp(
     """
     problem = _not_differentiable("jvp", problem)
     data, numerics, z0, options = _prepare(problem, options, init)
-    if is_sparse(data.P, data.A, data.G):
-        raise ValueError("jvp takes dense P, A, G; for a problem with sparse or matrix-free matrices use jax.grad, vjp or jacobians")
     if not isinstance(tangents, QP):
         raise ValueError(f"tangents must be an altdiff_jax.QP, got {type(tangents).__name__}")
     for name in ("lb", "ub"):
         if getattr(tangents, name) is not None and getattr(problem, name) is None:
             raise ValueError(f"tangents.{name} is given but the problem has no {name}")
-    arrays = (data.P.matrix, data.q, data.A.matrix, data.b, data.G.matrix, data.h, data.lb, data.ub)
-    dP, dq, dA, db, dG, dh, dlb, dub = (
-        jnp.zeros_like(value) if tangent is None else _checked_tangent(name, tangent, value)
-        for name, tangent, value in zip(QP._fields, tangents, arrays)
+    vectors = (data.q, data.b, data.h, data.lb, data.ub)
+    dq, db, dh, dlb, dub = (
+        jnp.zeros_like(value) if getattr(tangents, name) is None
+        else _checked_tangent(name, getattr(tangents, name), value)
+        for name, value in zip(("q", "b", "h", "lb", "ub"), vectors)
     )
-    dP = 0.5 * (dP + dP.T)
+    dP, dA, dG = (_tangent_operator(name, getattr(tangents, name), getattr(data, name)) for name in ("P", "A", "G"))
+    if dP is not None:  # P enters through its symmetric part
+        dP = dP.symmetric_part() if isinstance(dP, Sparse) else Dense(0.5 * (dP.matrix + dP.matrix.T))
 
     def seeds(scaling: Scaling):
         D, E_A, E_G, c = scaling
         # Tangents of the scaled data (see _scaling), then the seeds at the iterate z̃.
-        dP_s = c * D[:, None] * dP * D[None, :]
-        dA_s, dG_s = E_A[:, None] * dA * D[None, :], E_G[:, None] * dG * D[None, :]
+        dP_s = None if dP is None else dP.scale(D, D).times(c)
+        dA_s = None if dA is None else dA.scale(E_A, D)
+        dG_s = None if dG is None else dG.scale(E_G, D)
         dq_s, db_s, dh_s = c * D * dq, E_A * db, E_G * dh
         D_B = bound_scale(D, dlb)
         dlb_s, dub_s = dlb / D_B, dub / D_B
 
         def at(z: Iterate) -> Seeds:
-            grad = dq_s + dP_s @ z.x + dA_s.T @ z.lam + dG_s.T @ z.nu
-            columns = (grad, db_s - dA_s @ z.x, dh_s - dG_s @ z.x, dlb_s, dub_s)
-            return Seeds(*(v[:, None] for v in columns))
+            grad, d_b, d_h = dq_s, db_s, dh_s
+            if dP_s is not None:
+                grad = grad + dP_s.mv(z.x)
+            if dA_s is not None:
+                grad, d_b = grad + dA_s.rmv(z.lam), d_b - dA_s.mv(z.x)
+            if dG_s is not None:
+                grad, d_h = grad + dG_s.rmv(z.nu), d_h - dG_s.mv(z.x)
+            return Seeds(*(v[:, None] for v in (grad, d_b, d_h, dlb_s, dub_s)))
 
         return at
 

@@ -158,8 +158,8 @@ def test_bad_matrix_free_input_is_refused_or_reported():
     short = ad.MatrixFree(matrix_times, dense.A, dense.A.shape, transpose=lambda M, y: (M.T @ y)[:-1])
     with pytest.raises(ValueError, match="QP.A: its transpose returned shape"):
         ad.solve(problem._replace(A=short))
-    with pytest.raises(ValueError, match="jvp takes dense"):
-        ad.jvp(problem, ad.QP(P=None, q=dense.q))
+    with pytest.raises(ValueError, match="tangents.P: jvp takes no tangent of a MatrixFree"):
+        ad.jvp(problem, ad.QP(P=dense.P, q=dense.q))
     poisoned = ad.MatrixFree(matrix_times, dense.P.at[0, 0].set(jnp.nan), dense.P.shape)
     assert ad.Status(int(solve_jit(problem._replace(P=poisoned)).info.status)) == ad.Status.NONFINITE
 
