@@ -126,7 +126,7 @@ def _as_sparse(owner: str, name: str, value: jsparse.BCOO, dtype=None, reference
     return Sparse(jnp.where(inside, data, 0.0), jnp.where(inside, row, 0), jnp.where(inside, column, 0), value.shape)
 
 
-def _as_matrix_free(owner: str, name: str, value: MatrixFree, dtype=None, reference: str = "P",
+def _as_matrix_free(owner: str, name: str, value: MatrixFree, dtype, reference: str = "P",
                     columns: Optional[int] = None) -> MatrixFree:
     """A :class:`_sparse.MatrixFree` checked at trace time: a 2-D shape (with ``columns``
     columns, when given), and products M x and Mᵀ y of the problem's dtype (``dtype``) and
@@ -135,10 +135,9 @@ def _as_matrix_free(owner: str, name: str, value: MatrixFree, dtype=None, refere
         raise ValueError(f"{owner}.{name} is a MatrixFree operator of shape {value.shape}, expected (rows, cols)")
     if columns is not None and value.shape[1] != columns:
         raise ValueError(f"{owner}.{name} has shape {value.shape}, expected (rows, {columns})")
-    dtype = value.dtype if dtype is None else dtype
     rows, cols = value.shape
-    for product, size, expected in (("apply(params, x)", cols, rows), ("its transpose", rows, cols)):
-        function = value.product if product.startswith("apply") else value.transposed_product
+    for product, function, size, expected in (("apply(params, x)", value.product, cols, rows),
+                                              ("its transpose", value.transposed_product, rows, cols)):
         try:
             out = jax.eval_shape(function, jax.ShapeDtypeStruct((size,), dtype))
         except Exception as error:  # noqa: BLE001 - the user's function, named in the message

@@ -210,14 +210,8 @@ class MatrixFree:
 
     @property
     def dtype(self):
-        """The problem's dtype once validated; before, that of the first floating leaf of
-        ``params`` (the default float dtype without one)."""
-        if self._dtype is not None:
-            return self._dtype
-        floating = [jnp.result_type(leaf) for leaf in jax.tree_util.tree_leaves(self.params)
-                    if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
-        dtype = floating[0] if floating else jnp.result_type(float)
-        return jax.eval_shape(self.product, jax.ShapeDtypeStruct((self.shape[1],), dtype)).dtype
+        """The problem's dtype, set when the problem is validated (None before)."""
+        return self._dtype
 
     def product(self, x: jax.Array) -> jax.Array:
         """M x for one vector ``x (cols,)`` (the user's M: no scaling)."""

@@ -243,7 +243,6 @@ def child(path: str, solution_file: str, tol: float, max_iter: int) -> None:
     np.save(solution_file, run.x)
     result = json.dumps({"status": run.status, "iterations": run.iterations, "seconds": run.seconds})
     pathlib.Path(solution_file).with_suffix(".json").write_text(result)
-    print(result)
 
 
 # ----------------------------------------------------------------------------- judging
